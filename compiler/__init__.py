@@ -1,0 +1,40 @@
+"""regate's compiler: LiteLLM config YAML → validated model → Rego/data/tests → OPA bundle.
+
+Stages, one module each: loader (YAML with positions) → validate (JSON Schema)
+→ semantics (model + cross-field checks) → render (templates) → bundle (write).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import PurePosixPath
+
+from regate.errors import ConfigError
+
+from . import bundle, loader, render, semantics, validate
+from .model import Config
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Load and check a config file; raise ConfigError carrying every problem found."""
+    loaded = loader.load_file(path)
+    problems = validate.validate(loaded)
+    if problems:
+        raise ConfigError(problems)
+    config, diagnostics = semantics.interpret(loaded)
+    if config is None:
+        raise ConfigError([d for d in diagnostics if d.severity == "error"])
+    return config
+
+
+def bundle_files(config: Config) -> dict[str, bytes]:
+    """Every file of the bundle for `config`, .manifest included."""
+    name = PurePosixPath(config.source_file).name
+    return bundle.with_manifest(render.render(config), config_sha256=config.source_sha256, config_name=name)
+
+
+def compile_file(path: str | os.PathLike, out: str | os.PathLike) -> Config:
+    """`regate compile`: load, check, render and write the bundle at `out`."""
+    config = load_config(path)
+    bundle.write(bundle_files(config), out)
+    return config

@@ -1,0 +1,110 @@
+"""The intermediate model: what a validated config means, as plain frozen dataclasses.
+
+Every value keeps the `Origin` it came from (None when it is a default), so the
+rendered Rego can cite the config key and line a rule came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+ROLES = ("proxy_admin", "team", "internal_user")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value stands in the config file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """A config value with its origin; origin None means the documented default applies."""
+
+    value: T
+    origin: Origin | None = None
+    key: str = ""  # dotted config path, e.g. general_settings.litellm_jwtauth.admin_jwt_scope
+
+    def cite(self, source: str) -> str:
+        """`key (source:line)` or `key (default)`, for comments in generated files."""
+        where = f"{source}:{self.origin.line}" if self.origin else "default"
+        return f"{self.key} ({where})"
+
+
+@dataclass(frozen=True)
+class ClaimField:
+    """A JWT claim named in the config: a literal key, or a dot path into nested claims."""
+
+    name: str
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.name.split("."))
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    """The routes one role may call, with group names expanded to explicit paths."""
+
+    entries: tuple[str, ...]  # as written in the config: group names and paths
+    exact: tuple[str, ...]  # sorted literal paths
+    templates: tuple[str, ...]  # sorted templates, `{param}` matching one segment
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Everything the policy decides from: general_settings and litellm_jwtauth."""
+
+    jwt_enabled: Setting[bool]
+    admin_scope: Setting[str]
+    team_field: Setting[ClaimField | None]
+    user_field: Setting[ClaimField | None]
+    org_field: Setting[ClaimField | None]
+    end_user_field: Setting[ClaimField | None]
+    email_field: Setting[ClaimField | None]
+    email_domains: Setting[tuple[str, ...]]
+    user_id_upsert: Setting[bool]
+    public_key_ttl: Setting[float]
+    routes: dict[str, Setting[RouteSet]]  # keyed by role
+    master_key_configured: bool = False
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One `model_list` entry: how to reach the upstream for a public model name.
+
+    `api_key` and `api_base` may be `os.environ/NAME` references; they are resolved
+    by the enforcer at start and never written into a bundle.
+    """
+
+    model_name: str  # the name clients send in the body's `model`
+    provider: str  # "openai" or "azure" (others are accepted but not proxied)
+    upstream_model: str  # model (openai) or deployment name (azure) sent upstream
+    api_base: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    timeout: float | None = None  # seconds for the whole upstream call (non-streaming)
+    stream_timeout: float | None = None  # seconds between stream chunks
+    input_cost_per_token: Decimal | None = None  # USD
+    output_cost_per_token: Decimal | None = None  # USD
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A compiled config: the auth policy plus the upstreams and the master key reference."""
+
+    source_file: str
+    source_sha256: str
+    policy: AuthPolicy
+    deployments: tuple[Deployment, ...] = ()
+    master_key: str | None = field(default=None, repr=False)  # literal or os.environ/NAME
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,155 @@
+"""Build the intermediate model from a schema-valid config, with the checks a schema cannot express."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from .diagnostics import Diagnostic
+from .loader import LoadedConfig
+from .model import ROLES, AuthPolicy, ClaimField, Config, Deployment, Origin, Setting
+from .routes import expand
+
+JWT = ("general_settings", "litellm_jwtauth")
+DEFAULT_ROUTES = {
+    "proxy_admin": ("admin_allowed_routes", ("management_routes",)),
+    "team": ("team_allowed_routes", ("openai_routes", "info_routes")),
+    "internal_user": ("user_allowed_routes", ("openai_routes", "info_routes")),
+}
+PROXIED_PROVIDERS = ("openai", "azure")
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+ENV_PREFIX = "os.environ/"
+
+
+class _Reader:
+    """Reads settings with their origins and collects diagnostics."""
+
+    def __init__(self, loaded: LoadedConfig):
+        self.loaded = loaded
+        self.diagnostics: list[Diagnostic] = []
+
+    def origin(self, path) -> Origin:
+        pos = self.loaded.position(path)
+        dotted = ".".join(str(p) for p in path)
+        return Origin(self.loaded.file, pos.line, pos.col, dotted)
+
+    def get(self, path, default=None):
+        node = self.loaded.data
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return default if node is None else node
+
+    def setting(self, path, default=None, convert=lambda v: v) -> Setting:
+        value = self.get(path)
+        key = ".".join(str(p) for p in path)
+        if value is None:
+            return Setting(convert(default) if default is not None else None, None, key)
+        return Setting(convert(value), self.origin(path), key)
+
+    def error(self, path, message: str, code: str, severity: str = "error") -> None:
+        self.diagnostics.append(self.loaded.diagnostic(path, message, code, severity=severity))
+
+    def warn(self, path, message: str, code: str) -> None:
+        self.error(path, message, code, severity="warning")
+
+
+def _claim(value) -> ClaimField:
+    return ClaimField(value)
+
+
+def _domains(value) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(sorted({d.lower() for d in items}))
+
+
+def _policy(r: _Reader) -> AuthPolicy:
+    jwt_enabled = r.setting(("general_settings", "enable_jwt_auth"), False)
+    routes = {}
+    for role in ROLES:
+        key, default = DEFAULT_ROUTES[role]
+        routes[role] = r.setting(JWT + (key,), default, lambda v: expand(tuple(v)))
+    policy = AuthPolicy(
+        jwt_enabled=jwt_enabled,
+        admin_scope=r.setting(JWT + ("admin_jwt_scope",), "litellm_proxy_admin"),
+        team_field=r.setting(JWT + ("team_id_jwt_field",), "client_id", _claim),
+        user_field=r.setting(JWT + ("user_id_jwt_field",), None, _claim),
+        org_field=r.setting(JWT + ("org_id_jwt_field",), None, _claim),
+        end_user_field=r.setting(JWT + ("end_user_id_jwt_field",), None, _claim),
+        email_field=r.setting(JWT + ("user_email_jwt_field",), None, _claim),
+        email_domains=r.setting(JWT + ("user_allowed_email_domain",), (), _domains),
+        user_id_upsert=r.setting(JWT + ("user_id_upsert",), False),
+        public_key_ttl=r.setting(JWT + ("public_key_ttl",), 600.0, float),
+        routes=routes,
+        master_key_configured=r.get(("general_settings", "master_key")) is not None,
+    )
+    if policy.email_domains.value and policy.email_field.value is None:
+        r.error(
+            JWT + ("user_allowed_email_domain",),
+            "user_allowed_email_domain needs user_email_jwt_field (the claim holding the email)",
+            "email-field-required",
+        )
+    if r.get(JWT) is not None and not jwt_enabled.value:
+        r.warn(JWT, "litellm_jwtauth is set but enable_jwt_auth is not true: every JWT will be refused", "jwt-disabled")
+    if policy.user_id_upsert.value and policy.user_field.value is None:
+        r.warn(JWT + ("user_id_upsert",), "user_id_upsert has no effect without user_id_jwt_field", "upsert-without-user-field")
+    return policy
+
+
+def _price(value) -> Decimal | None:
+    # str() first: the YAML float's shortest repr is what the author wrote (2.5e-06), not its binary expansion.
+    return None if value is None else Decimal(str(value))
+
+
+def _deployment(r: _Reader, index: int, entry: dict) -> Deployment:
+    path = ("model_list", index)
+    params = entry["litellm_params"]
+    info = entry.get("model_info") or {}
+    provider, _, upstream = params["model"].partition("/")
+    if not upstream:
+        provider, upstream = "openai", params["model"]
+    api_version = params.get("api_version")
+    if provider not in PROXIED_PROVIDERS:
+        r.warn(
+            path + ("litellm_params", "model"),
+            f"provider '{provider}' is not proxied by regate; requests for '{entry['model_name']}' will get 501",
+            "provider-not-proxied",
+        )
+    if provider == "azure":
+        if not params.get("api_base"):
+            r.error(path + ("litellm_params",), "an azure/ model needs api_base (https://<resource>.openai.azure.com)", "azure-needs-api-base")
+        if not api_version:
+            api_version = DEFAULT_AZURE_API_VERSION
+            r.warn(path + ("litellm_params",), f"no api_version for an azure/ model: using {api_version}", "azure-default-api-version")
+    api_key = params.get("api_key")
+    if api_key and not api_key.startswith(ENV_PREFIX):
+        r.warn(path + ("litellm_params", "api_key"), "api_key is a literal secret: prefer os.environ/NAME", "literal-secret")
+    return Deployment(
+        model_name=entry["model_name"],
+        provider=provider,
+        upstream_model=upstream,
+        api_base=params.get("api_base"),
+        api_key=api_key,
+        api_version=api_version,
+        timeout=params.get("timeout"),
+        stream_timeout=params.get("stream_timeout"),
+        input_cost_per_token=_price(info.get("input_cost_per_token")),
+        output_cost_per_token=_price(info.get("output_cost_per_token")),
+        origin=r.origin(path),
+    )
+
+
+def interpret(loaded: LoadedConfig) -> tuple[Config | None, list[Diagnostic]]:
+    """The model of a schema-valid config, plus diagnostics (errors make the model None)."""
+    r = _Reader(loaded)
+    policy = _policy(r)
+    deployments = tuple(_deployment(r, i, entry) for i, entry in enumerate(r.get(("model_list",), [])))
+    master_key = r.get(("general_settings", "master_key"))
+    if master_key and not master_key.startswith(ENV_PREFIX):
+        r.warn(("general_settings", "master_key"), "master_key is a literal secret: prefer os.environ/NAME", "literal-secret")
+    diagnostics = sorted(r.diagnostics)
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    warnings = tuple(str(d) for d in diagnostics)
+    config = Config(loaded.file, loaded.sha256, policy, deployments, master_key, warnings)
+    return config, diagnostics

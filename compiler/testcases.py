@@ -1,0 +1,254 @@
+"""The config's expected decisions, rendered into the bundle's authz_test.rego.
+
+Each case is an OPA input, the runtime state to evaluate it with, and the
+expected allow/status/first reason. Cases are derived from the model alone, so
+every bundle carries tests of its own rules (`opa test bundle/`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from .model import ClaimField, Config
+from .routes import is_template
+
+TEAM = "team-a"
+BLOCKED_TEAM = "team-blocked"
+USER = "user-1"
+# Paths tried, in order, when a case needs one a role may (or may not) call.
+PREFERRED_PATHS = ("/v1/chat/completions", "/chat/completions", "/key/generate", "/key/info", "/global/spend", "/user/new")
+OUTSIDE_PATH = "/regate/not-a-configured-route"
+STATE = {"blocked_teams": {BLOCKED_TEAM: True}}
+
+
+@dataclass(frozen=True)
+class DecisionCase:
+    name: str
+    why: str
+    input: dict
+    expect_allow: bool
+    expect_status: int
+    expect_reason: str | None = None
+    state: dict | None = field(default_factory=lambda: STATE)
+
+
+def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
+    """A copy of `claims` with `value` at the claim's dot path (nested objects), the way IdPs nest them."""
+    claims = copy.deepcopy(claims)
+    node = claims
+    *parents, leaf = claim.path
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return claims
+
+
+def _jwt(claims: dict, path: str, model: str | None = None, facts: dict | None = None) -> dict:
+    request = {"method": "POST", "path": path}
+    if model:
+        request["model"] = model
+    doc = {"request": request, "credential": {"type": "jwt", "claims": claims}}
+    if facts is not None:
+        doc["facts"] = facts
+    return doc
+
+
+def _instance(path: str) -> str:
+    """A concrete path matching a template: each {param} becomes a plain segment."""
+    return "/".join("x1" if is_template(seg) else seg for seg in path.split("/"))
+
+
+def _allowed_path(routes) -> str | None:
+    for p in PREFERRED_PATHS:
+        if p in routes.exact:
+            return p
+    return routes.exact[0] if routes.exact else (_instance(routes.templates[0]) if routes.templates else None)
+
+
+def _denied_path(routes) -> str:
+    for p in PREFERRED_PATHS:
+        if p not in routes.exact:
+            return p
+    return OUTSIDE_PATH
+
+
+class _Builder:
+    def __init__(self, config: Config):
+        self.config = config
+        self.policy = config.policy
+        self.source = config.source_file.rsplit("/", 1)[-1]
+        self.cases: list[DecisionCase] = []
+
+    def cite(self, setting) -> str:
+        return setting.cite(self.source)
+
+    def add(self, name, why, doc, allow, status, reason=None, state=STATE):
+        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state))
+
+    def claims_for(self, role: str, email: str | None = "dev@{domain}") -> dict:
+        """Claims of a well-formed token of `role`, passing the email check when one is configured."""
+        p = self.policy
+        claims: dict = {}
+        if role == "proxy_admin":
+            claims["scope"] = f"openid {p.admin_scope.value}"
+        if role == "team":
+            claims = _set_claim(claims, p.team_field.value, TEAM)
+        if role in ("team", "internal_user") and p.user_field.value:
+            claims = _set_claim(claims, p.user_field.value, USER)
+        if p.email_field.value and email:
+            domain = p.email_domains.value[0] if p.email_domains.value else "example.com"
+            claims = _set_claim(claims, p.email_field.value, email.format(domain=domain))
+        return claims
+
+    def facts(self) -> dict | None:
+        return {"user_id": USER, "user_exists": True} if self.policy.user_field.value else None
+
+    def build(self) -> list[DecisionCase]:
+        self.credentials()
+        if self.policy.jwt_enabled.value:
+            self.admin()
+            self.team()
+            self.internal_user()
+            self.claim_types()
+            self.email_domains()
+            self.users()
+        else:
+            self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
+                     _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")
+        self.virtual_keys()
+        return self.cases
+
+    def credentials(self):
+        self.add("test_master_key_may_call_any_route", "general_settings.master_key: every route",
+                 {"request": {"method": "POST", "path": OUTSIDE_PATH}, "credential": {"type": "master_key"}}, True, 200)
+        self.add("test_missing_credential_is_401", "no credential, no access",
+                 {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "none"}},
+                 False, 401, "missing_credential")
+        self.add("test_non_canonical_path_is_400", "paths are compared only in canonical form",
+                 {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}},
+                 False, 400, "path_not_canonical")
+
+    def _role_routes(self, role: str, claims: dict, label: str, facts=None):
+        routes = self.policy.routes[role]
+        allowed = _allowed_path(routes.value)
+        if allowed:
+            self.add(f"test_{label}_may_call_{_slug(allowed)}", self.cite(routes), _jwt(claims, allowed, facts=facts), True, 200)
+        denied = _denied_path(routes.value)
+        self.add(f"test_{label}_may_not_call_{_slug(denied)}", self.cite(routes), _jwt(claims, denied, facts=facts),
+                 False, 403, "route_not_allowed")
+        if routes.value.templates:
+            template = routes.value.templates[0]
+            self.add(f"test_{label}_may_call_template_{_slug(template)}", f"{self.cite(routes)}: {template}",
+                     _jwt(claims, _instance(template), facts=facts), True, 200)
+
+    def admin(self):
+        p = self.policy
+        why = self.cite(p.admin_scope)
+        claims = self.claims_for("proxy_admin")
+        self._role_routes("proxy_admin", claims, "admin")
+        path = _allowed_path(p.routes["proxy_admin"].value)
+        if path:
+            as_list = dict(claims, scope=["openid", p.admin_scope.value])
+            self.add("test_admin_scope_as_list", why, _jwt(as_list, path), True, 200)
+            via_scp = {k: v for k, v in claims.items() if k != "scope"} | {"scp": [p.admin_scope.value]}
+            self.add("test_admin_scope_in_scp", why, _jwt(via_scp, path), True, 200)
+            blocked_admin = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
+            self.add("test_admin_with_blocked_team_is_not_blocked", "admins are not team tokens", _jwt(blocked_admin, path), True, 200)
+        self.add("test_token_without_role_is_403", "no admin scope, no team id, no user id",
+                 _jwt({"scope": "openid"}, "/v1/chat/completions"), False, 403, "no_role")
+
+    def team(self):
+        p = self.policy
+        claims = self.claims_for("team")
+        facts = self.facts()
+        self._role_routes("team", claims, "team", facts)
+        path = _allowed_path(p.routes["team"].value)
+        if path:
+            blocked = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
+            self.add("test_blocked_team_is_403", "data.regate_state.blocked_teams", _jwt(blocked, path, facts=facts),
+                     False, 403, "team_blocked")
+            self.add("test_team_refused_until_state_loaded", "blocked teams cannot be checked before the state is loaded",
+                     _jwt(claims, path, facts=facts), False, 503, "state_unavailable", state=None)
+
+    def internal_user(self):
+        p = self.policy
+        if not p.user_field.value:
+            return
+        self._role_routes("internal_user", self.claims_for("internal_user"), "user", self.facts())
+
+    def claim_types(self):
+        p = self.policy
+        self.add("test_scope_of_wrong_type_is_401", "scope must be a string or a list of strings",
+                 _jwt({"scope": 42}, "/v1/chat/completions"), False, 401, "invalid_claims")
+        bad_team = _set_claim({}, p.team_field.value, {"id": TEAM})
+        self.add("test_team_id_of_wrong_type_is_401", self.cite(p.team_field), _jwt(bad_team, "/v1/chat/completions"),
+                 False, 401, "invalid_claims")
+
+    def email_domains(self):
+        p = self.policy
+        if not p.email_domains.value:
+            return
+        why = self.cite(p.email_domains)
+        path = _allowed_path(p.routes["team"].value) or "/v1/chat/completions"
+        domain = p.email_domains.value[0]
+        facts = self.facts()
+
+        def case(name, email, allow, extra=None):
+            claims = self.claims_for("team", email=email) | (extra or {})
+            reason = None if allow else "email_domain_not_allowed"
+            self.add(name, why, _jwt(claims, path, facts=facts), allow, 200 if allow else 403, reason)
+
+        case("test_email_in_allowed_domain", f"dev@{domain}", True)
+        case("test_email_domain_is_case_insensitive", f"dev@{domain.upper()}", True)
+        case("test_email_in_other_domain_is_403", "dev@other.invalid", False)
+        case("test_email_with_two_at_signs_is_403", f"a@b@{domain}", False)
+        case("test_email_subdomain_is_403", f"dev@sub.{domain}", False)
+        case("test_missing_email_is_403", None, False)
+        case("test_unverified_email_is_403", f"dev@{domain}", False, {"email_verified": False})
+
+    def users(self):
+        p = self.policy
+        if not p.user_field.value:
+            return
+        path = _allowed_path(p.routes["team"].value) or "/v1/chat/completions"
+        claims = self.claims_for("team")
+        unknown = {"user_id": USER, "user_exists": False}
+        if p.user_id_upsert.value:
+            self.add("test_unknown_user_is_upserted", self.cite(p.user_id_upsert), _jwt(claims, path, facts=unknown), True, 200)
+        else:
+            self.add("test_unknown_user_is_401", self.cite(p.user_id_upsert), _jwt(claims, path, facts=unknown),
+                     False, 401, "user_not_found")
+        spoofed = {"user_id": "someone-else", "user_exists": True}
+        if not p.user_id_upsert.value:
+            self.add("test_user_facts_for_another_user_do_not_count", "facts count only for the derived user id",
+                     _jwt(claims, path, facts=spoofed), False, 401, "user_not_found")
+
+    def virtual_keys(self):
+        team_routes = self.policy.routes["team"].value
+        path = _allowed_path(team_routes)
+        if not path:
+            return
+        key = {"user_id": None, "team_id": TEAM, "org_id": None, "models": ["model-a"]}
+        doc = {"request": {"method": "POST", "path": path, "model": "model-a"}, "credential": {"type": "virtual_key", "key": key}}
+        self.add("test_virtual_key_of_team_may_call_team_route", "a key with a team takes the team role", doc, True, 200)
+        other = {"request": dict(doc["request"], model="model-b"), "credential": doc["credential"]}
+        self.add("test_virtual_key_limited_to_its_models", "/key/generate models", other, False, 403, "model_not_allowed")
+
+
+def _slug(path: str) -> str:
+    out = "".join(c if c.isalnum() else "_" for c in path.strip("/"))
+    return "_".join(part for part in out.split("_") if part) or "root"
+
+
+def decision_cases(config: Config) -> list[DecisionCase]:
+    """The expected decisions for `config`, in a stable order with unique names."""
+    cases = _Builder(config).build()
+    seen: set[str] = set()
+    unique = []
+    for case in cases:
+        if case.name in seen:
+            continue
+        seen.add(case.name)
+        unique.append(case)
+    return unique

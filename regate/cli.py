@@ -1,0 +1,75 @@
+"""The `regate` command: one entry point for the compiler, the enforcer and the dev tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from regate import __version__
+from regate.errors import ConfigError, RegateError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # the input (config, arguments, output path) needs fixing
+
+
+def _compile(args) -> int:
+    import compiler
+
+    config = compiler.compile_file(args.config, args.output)
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _serve(args) -> int:
+    from enforcer.serve import serve
+
+    return serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"regate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="compile a LiteLLM config into an OPA bundle")
+    p.add_argument("config", help="the LiteLLM proxy config.yaml")
+    p.add_argument("-o", "--output", default="bundle.tar.gz",
+                   help="OUT ending in .tar.gz writes a bundle tarball, anything else a bundle directory (default: bundle.tar.gz)")
+    p.set_defaults(run=_compile)
+
+    p = sub.add_parser("serve", help="run the enforcer (and a managed OPA unless --opa-url is given)")
+    p.add_argument("--config", required=True, help="the LiteLLM proxy config.yaml")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=4000)
+    p.add_argument("--opa-url", default=os.environ.get("REGATE_OPA_URL"),
+                   help="OPA sidecar URL (env REGATE_OPA_URL); without it a local OPA is started and stopped with regate")
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                   help="PostgreSQL URL (env DATABASE_URL); without it a SQLite file is used")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("REGATE_WORKERS", "1")))
+    p.set_defaults(run=_serve)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as e:
+        for diagnostic in e.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return EXIT_USAGE
+    except RegateError as e:
+        print(f"regate {args.command}: {e.message} [{e.code}]", file=sys.stderr)
+        return EXIT_USAGE if e.status < 500 else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
