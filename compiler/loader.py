@@ -129,5 +129,7 @@ def load_file(path: str | FsPath) -> LoadedConfig:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError([Diagnostic(1, 1, f"config is not UTF-8 (byte {e.start})", "not-utf8", str(path))]) from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError([Diagnostic(line, col, "config is not UTF-8", "not-utf8", str(path))]) from None
     return load_text(text, str(path))

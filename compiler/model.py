@@ -76,6 +76,11 @@ class AuthPolicy:
     routes: dict[str, Setting[RouteSet]]  # keyed by role
     master_key_configured: bool = False
 
+    @property
+    def checks_user_existence(self) -> bool:
+        """Users named by a claim must exist (or are created, with user_id_upsert)."""
+        return self.user_field.value is not None or bool(self.user_id_upsert.value)
+
 
 @dataclass(frozen=True)
 class Deployment:

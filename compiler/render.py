@@ -101,6 +101,8 @@ def render(config: Config) -> dict[str, bytes]:
         ),
         "email_field": _View(policy.email_field.cite(source)),
         "upsert": _View(policy.user_id_upsert.cite(source), rego_literal(policy.user_id_upsert.value)),
+        "user_field": _View(policy.user_field.cite(source)),
+        "user_check": _View("", rego_literal(policy.checks_user_existence)),
         "jwt_enabled": _View(policy.jwt_enabled.cite(source), rego_literal(policy.jwt_enabled.value)),
         "cases": decision_cases(config),
         "rego": rego_literal,

@@ -91,8 +91,12 @@ def _policy(r: _Reader) -> AuthPolicy:
         )
     if r.get(JWT) is not None and not jwt_enabled.value:
         r.warn(JWT, "litellm_jwtauth is set but enable_jwt_auth is not true: every JWT will be refused", "jwt-disabled")
-    if policy.user_id_upsert.value and policy.user_field.value is None:
-        r.warn(JWT + ("user_id_upsert",), "user_id_upsert has no effect without user_id_jwt_field", "upsert-without-user-field")
+    if policy.user_id_upsert.value and policy.user_field.value is None and policy.email_field.value is None:
+        r.warn(
+            JWT + ("user_id_upsert",),
+            "user_id_upsert has no effect without user_id_jwt_field or user_email_jwt_field",
+            "upsert-without-user-field",
+        )
     return policy
 
 

@@ -31,6 +31,7 @@ class DecisionCase:
     expect_status: int
     expect_reason: str | None = None
     state: dict | None = field(default_factory=lambda: STATE)
+    expect_upsert: bool = False
 
 
 def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
@@ -83,8 +84,8 @@ class _Builder:
     def cite(self, setting) -> str:
         return setting.cite(self.source)
 
-    def add(self, name, why, doc, allow, status, reason=None, state=STATE):
-        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state))
+    def add(self, name, why, doc, allow, status, reason=None, state=STATE, upsert=False):
+        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state, upsert))
 
     def claims_for(self, role: str, email: str | None = "dev@{domain}") -> dict:
         """Claims of a well-formed token of `role`, passing the email check when one is configured."""
@@ -101,8 +102,26 @@ class _Builder:
             claims = _set_claim(claims, p.email_field.value, email.format(domain=domain))
         return claims
 
-    def facts(self) -> dict | None:
-        return {"user_id": USER, "user_exists": True} if self.policy.user_field.value else None
+    def derived_user(self, claims: dict) -> str | None:
+        """The user id the policy derives: the user claim, else (as in LiteLLM) the email."""
+        p = self.policy
+        for field in (p.user_field.value, p.email_field.value):
+            if field is None:
+                continue
+            node = claims
+            for part in field.path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, str) and node:
+                return node
+        return None
+
+    def token(self, claims: dict, path: str, *, user_exists: bool = True, facts_user: str | None = None) -> dict:
+        """A JWT input; with the store's facts about the derived user when the config checks users."""
+        user = self.derived_user(claims)
+        facts = None
+        if self.policy.checks_user_existence and user:
+            facts = {"user_id": facts_user or user, "user_exists": user_exists}
+        return _jwt(claims, path, facts=facts)
 
     def build(self) -> list[DecisionCase]:
         self.credentials()
@@ -129,18 +148,18 @@ class _Builder:
                  {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}},
                  False, 400, "path_not_canonical")
 
-    def _role_routes(self, role: str, claims: dict, label: str, facts=None):
+    def _role_routes(self, role: str, claims: dict, label: str):
         routes = self.policy.routes[role]
         allowed = _allowed_path(routes.value)
         if allowed:
-            self.add(f"test_{label}_may_call_{_slug(allowed)}", self.cite(routes), _jwt(claims, allowed, facts=facts), True, 200)
+            self.add(f"test_{label}_may_call_{_slug(allowed)}", self.cite(routes), self.token(claims, allowed), True, 200)
         denied = _denied_path(routes.value)
-        self.add(f"test_{label}_may_not_call_{_slug(denied)}", self.cite(routes), _jwt(claims, denied, facts=facts),
+        self.add(f"test_{label}_may_not_call_{_slug(denied)}", self.cite(routes), self.token(claims, denied),
                  False, 403, "route_not_allowed")
         if routes.value.templates:
             template = routes.value.templates[0]
             self.add(f"test_{label}_may_call_template_{_slug(template)}", f"{self.cite(routes)}: {template}",
-                     _jwt(claims, _instance(template), facts=facts), True, 200)
+                     self.token(claims, _instance(template)), True, 200)
 
     def admin(self):
         p = self.policy
@@ -161,21 +180,19 @@ class _Builder:
     def team(self):
         p = self.policy
         claims = self.claims_for("team")
-        facts = self.facts()
-        self._role_routes("team", claims, "team", facts)
+        self._role_routes("team", claims, "team")
         path = _allowed_path(p.routes["team"].value)
         if path:
             blocked = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
-            self.add("test_blocked_team_is_403", "data.regate_state.blocked_teams", _jwt(blocked, path, facts=facts),
+            self.add("test_blocked_team_is_403", "data.regate_state.blocked_teams", self.token(blocked, path),
                      False, 403, "team_blocked")
             self.add("test_team_refused_until_state_loaded", "blocked teams cannot be checked before the state is loaded",
-                     _jwt(claims, path, facts=facts), False, 503, "state_unavailable", state=None)
+                     self.token(claims, path), False, 503, "state_unavailable", state=None)
 
     def internal_user(self):
-        p = self.policy
-        if not p.user_field.value:
-            return
-        self._role_routes("internal_user", self.claims_for("internal_user"), "user", self.facts())
+        claims = self.claims_for("internal_user")
+        if self.derived_user(claims):
+            self._role_routes("internal_user", claims, "user")
 
     def claim_types(self):
         p = self.policy
@@ -192,12 +209,11 @@ class _Builder:
         why = self.cite(p.email_domains)
         path = _allowed_path(p.routes["team"].value) or "/v1/chat/completions"
         domain = p.email_domains.value[0]
-        facts = self.facts()
 
         def case(name, email, allow, extra=None):
             claims = self.claims_for("team", email=email) | (extra or {})
             reason = None if allow else "email_domain_not_allowed"
-            self.add(name, why, _jwt(claims, path, facts=facts), allow, 200 if allow else 403, reason)
+            self.add(name, why, self.token(claims, path), allow, 200 if allow else 403, reason)
 
         case("test_email_in_allowed_domain", f"dev@{domain}", True)
         case("test_email_domain_is_case_insensitive", f"dev@{domain.upper()}", True)
@@ -209,20 +225,18 @@ class _Builder:
 
     def users(self):
         p = self.policy
-        if not p.user_field.value:
+        claims = self.claims_for("team")
+        if not (p.checks_user_existence and self.derived_user(claims)):
             return
         path = _allowed_path(p.routes["team"].value) or "/v1/chat/completions"
-        claims = self.claims_for("team")
-        unknown = {"user_id": USER, "user_exists": False}
+        why = self.cite(p.user_id_upsert)
+        unknown = self.token(claims, path, user_exists=False)
         if p.user_id_upsert.value:
-            self.add("test_unknown_user_is_upserted", self.cite(p.user_id_upsert), _jwt(claims, path, facts=unknown), True, 200)
-        else:
-            self.add("test_unknown_user_is_401", self.cite(p.user_id_upsert), _jwt(claims, path, facts=unknown),
-                     False, 401, "user_not_found")
-        spoofed = {"user_id": "someone-else", "user_exists": True}
-        if not p.user_id_upsert.value:
-            self.add("test_user_facts_for_another_user_do_not_count", "facts count only for the derived user id",
-                     _jwt(claims, path, facts=spoofed), False, 401, "user_not_found")
+            self.add("test_unknown_user_is_upserted", why, unknown, True, 200, upsert=True)
+            return
+        self.add("test_unknown_user_is_401", why, unknown, False, 401, "user_not_found")
+        self.add("test_user_facts_for_another_user_do_not_count", "facts count only for the user id the policy derives",
+                 self.token(claims, path, facts_user="someone-else"), False, 401, "user_not_found")
 
     def virtual_keys(self):
         team_routes = self.policy.routes["team"].value
