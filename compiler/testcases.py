@@ -19,7 +19,7 @@ USER = "user-1"
 # Paths tried, in order, when a case needs one a role may (or may not) call.
 PREFERRED_PATHS = ("/v1/chat/completions", "/chat/completions", "/key/generate", "/key/info", "/global/spend", "/user/new")
 OUTSIDE_PATH = "/regate/not-a-configured-route"
-STATE = {"blocked_teams": {BLOCKED_TEAM: True}}
+STATE = {"blocked_teams": {BLOCKED_TEAM: True}, "sync_id": "test"}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from tests.support.opa import OpaServer
 
 from .conftest import SHIPPED
 
-STATE = {"blocked_teams": {"blocked-team": True}}
+STATE = {"blocked_teams": {"blocked-team": True}, "sync_id": "test"}
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_team_refused_while_state_missing(opa_bin, compiled, tmp_path):
     with OpaServer(opa_bin, bundle=str(out)) as opa:
         check(opa.decide(jwt(TEAM, facts=KNOWN)), False, 503, "state_unavailable")
         check(opa.decide(jwt(ADMIN, "/team/block")), True, 200, None)  # admins do not depend on the state
-        opa.put_state({"blocked_teams": {}})
+        opa.put_state({"blocked_teams": {}, "sync_id": "s1"})
         check(opa.decide(jwt(TEAM, facts=KNOWN)), True, 200, None)
 
 

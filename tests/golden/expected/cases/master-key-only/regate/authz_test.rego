@@ -10,7 +10,7 @@ import data.regate.authz
 # general_settings.master_key: every route
 test_master_key_may_call_any_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/regate/not-a-configured-route"}, "credential": {"type": "master_key"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -20,7 +20,7 @@ test_master_key_may_call_any_route if {
 # no credential, no access
 test_missing_credential_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "none"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "missing_credential"
@@ -30,7 +30,7 @@ test_missing_credential_is_401 if {
 # paths are compared only in canonical form
 test_non_canonical_path_is_400 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
@@ -40,7 +40,7 @@ test_non_canonical_path_is_400 if {
 # general_settings.enable_jwt_auth (default)
 test_jwt_refused_when_jwt_auth_disabled if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": "openid litellm_proxy_admin"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "jwt_auth_disabled"
@@ -50,7 +50,7 @@ test_jwt_refused_when_jwt_auth_disabled if {
 # a key with a team takes the team role
 test_virtual_key_of_team_may_call_team_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -60,7 +60,7 @@ test_virtual_key_of_team_may_call_team_route if {
 # /key/generate models
 test_virtual_key_limited_to_its_models if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"

@@ -10,7 +10,7 @@ import data.regate.authz
 # general_settings.master_key: every route
 test_master_key_may_call_any_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/regate/not-a-configured-route"}, "credential": {"type": "master_key"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -20,7 +20,7 @@ test_master_key_may_call_any_route if {
 # no credential, no access
 test_missing_credential_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "none"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "missing_credential"
@@ -30,7 +30,7 @@ test_missing_credential_is_401 if {
 # paths are compared only in canonical form
 test_non_canonical_path_is_400 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
@@ -40,7 +40,7 @@ test_non_canonical_path_is_400 if {
 # general_settings.litellm_jwtauth.admin_allowed_routes (nested-claims.yaml:11)
 test_admin_may_call_key_generate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": "openid regate.admin", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "dev@eng.example.com", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -50,7 +50,7 @@ test_admin_may_call_key_generate if {
 # general_settings.litellm_jwtauth.admin_allowed_routes (nested-claims.yaml:11)
 test_admin_may_not_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"scope": "openid regate.admin", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "dev@eng.example.com", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
@@ -60,7 +60,7 @@ test_admin_may_not_call_v1_chat_completions if {
 # general_settings.litellm_jwtauth.admin_allowed_routes (nested-claims.yaml:11): /key/{key_id}/regenerate
 test_admin_may_call_template_key_key_id_regenerate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/x1/regenerate"}, "credential": {"type": "jwt", "claims": {"scope": "openid regate.admin", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "dev@eng.example.com", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -70,7 +70,7 @@ test_admin_may_call_template_key_key_id_regenerate if {
 # general_settings.litellm_jwtauth.admin_jwt_scope (nested-claims.yaml:5)
 test_admin_scope_as_list if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": ["openid", "regate.admin"], "profile": {"email": "dev@eng.example.com"}}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -80,7 +80,7 @@ test_admin_scope_as_list if {
 # general_settings.litellm_jwtauth.admin_jwt_scope (nested-claims.yaml:5)
 test_admin_scope_in_scp if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"profile": {"email": "dev@eng.example.com"}, "scp": ["regate.admin"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -90,7 +90,7 @@ test_admin_scope_in_scp if {
 # admins are not team tokens
 test_admin_with_blocked_team_is_not_blocked if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": "openid regate.admin", "profile": {"email": "dev@eng.example.com"}, "realm_access": {"team": "team-blocked"}}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -100,7 +100,7 @@ test_admin_with_blocked_team_is_not_blocked if {
 # no admin scope, no team id, no user id
 test_token_without_role_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"scope": "openid"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "no_role"
@@ -110,7 +110,7 @@ test_token_without_role_is_403 if {
 # general_settings.litellm_jwtauth.team_allowed_routes (nested-claims.yaml:13)
 test_team_may_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -120,7 +120,7 @@ test_team_may_call_v1_chat_completions if {
 # general_settings.litellm_jwtauth.team_allowed_routes (nested-claims.yaml:13)
 test_team_may_not_call_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
@@ -130,7 +130,7 @@ test_team_may_not_call_chat_completions if {
 # general_settings.litellm_jwtauth.team_allowed_routes (nested-claims.yaml:13): /v1/models/{model}
 test_team_may_call_template_v1_models_model if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/models/x1"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -140,7 +140,7 @@ test_team_may_call_template_v1_models_model if {
 # data.regate_state.blocked_teams
 test_blocked_team_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-blocked"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "team_blocked"
@@ -159,7 +159,7 @@ test_team_refused_until_state_loaded if {
 # general_settings.litellm_jwtauth.user_allowed_routes (nested-claims.yaml:16)
 test_user_may_call_v1_models if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -169,7 +169,7 @@ test_user_may_call_v1_models if {
 # general_settings.litellm_jwtauth.user_allowed_routes (nested-claims.yaml:16)
 test_user_may_not_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
@@ -179,7 +179,7 @@ test_user_may_not_call_v1_chat_completions if {
 # scope must be a string or a list of strings
 test_scope_of_wrong_type_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"scope": 42}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
@@ -189,7 +189,7 @@ test_scope_of_wrong_type_is_401 if {
 # general_settings.litellm_jwtauth.team_id_jwt_field (nested-claims.yaml:6)
 test_team_id_of_wrong_type_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": {"id": "team-a"}}}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
@@ -199,7 +199,7 @@ test_team_id_of_wrong_type_is_401 if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_in_allowed_domain if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -209,7 +209,7 @@ test_email_in_allowed_domain if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_domain_is_case_insensitive if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@ENG.EXAMPLE.COM"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -219,7 +219,7 @@ test_email_domain_is_case_insensitive if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_in_other_domain_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@other.invalid"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
@@ -229,7 +229,7 @@ test_email_in_other_domain_is_403 if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_with_two_at_signs_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "a@b@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
@@ -239,7 +239,7 @@ test_email_with_two_at_signs_is_403 if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_subdomain_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@sub.eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
@@ -249,7 +249,7 @@ test_email_subdomain_is_403 if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_missing_email_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
@@ -259,7 +259,7 @@ test_missing_email_is_403 if {
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_unverified_email_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": false}}, "facts": {"user_id": "user-1", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
@@ -269,7 +269,7 @@ test_unverified_email_is_403 if {
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 test_unknown_user_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": false}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "user_not_found"
@@ -279,7 +279,7 @@ test_unknown_user_is_401 if {
 # facts count only for the user id the policy derives
 test_user_facts_for_another_user_do_not_count if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "someone-else", "user_exists": true}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "user_not_found"
@@ -289,7 +289,7 @@ test_user_facts_for_another_user_do_not_count if {
 # a key with a team takes the team role
 test_virtual_key_of_team_may_call_team_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -299,7 +299,7 @@ test_virtual_key_of_team_may_call_team_route if {
 # /key/generate models
 test_virtual_key_limited_to_its_models if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"

@@ -52,17 +52,18 @@ allowed if input.credential.type == "master_key"
 
 allowed if {
 	canonical
-	_matches(data.regate.tables.routes[roles.role], input.request.path)
+	data.regate.tables.routes[roles.role].exact[input.request.path]
 }
 
-_matches(table, path) if table.exact[path]
-
 # Try each wildcard mask known for this segment count (a handful), not each template.
-_matches(table, path) if {
-	segments := split(path, "/")
-	some mask in table.template_masks[format_int(count(segments), 10)]
+# The tables are only ever indexed, never passed around whole: that keeps every
+# lookup O(1) however many routes there are.
+allowed if {
+	canonical
+	segments := split(input.request.path, "/")
+	some mask in data.regate.tables.routes[roles.role].template_masks[format_int(count(segments), 10)]
 	key := concat("/", [_masked(i, segment, mask) | some i, segment in segments])
-	table.templates[key]
+	data.regate.tables.routes[roles.role].templates[key]
 }
 
 _masked(i, _, mask) := "*" if i in mask

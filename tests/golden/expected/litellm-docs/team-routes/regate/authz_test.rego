@@ -10,7 +10,7 @@ import data.regate.authz
 # general_settings.master_key: every route
 test_master_key_may_call_any_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/regate/not-a-configured-route"}, "credential": {"type": "master_key"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -20,7 +20,7 @@ test_master_key_may_call_any_route if {
 # no credential, no access
 test_missing_credential_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "none"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "missing_credential"
@@ -30,7 +30,7 @@ test_missing_credential_is_401 if {
 # paths are compared only in canonical form
 test_non_canonical_path_is_400 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
@@ -40,7 +40,7 @@ test_non_canonical_path_is_400 if {
 # general_settings.litellm_jwtauth.admin_allowed_routes (default)
 test_admin_may_call_key_generate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": "openid litellm_proxy_admin"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -50,7 +50,7 @@ test_admin_may_call_key_generate if {
 # general_settings.litellm_jwtauth.admin_allowed_routes (default)
 test_admin_may_not_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"scope": "openid litellm_proxy_admin"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
@@ -60,7 +60,7 @@ test_admin_may_not_call_v1_chat_completions if {
 # general_settings.litellm_jwtauth.admin_allowed_routes (default): /key/{key_id}/regenerate
 test_admin_may_call_template_key_key_id_regenerate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/x1/regenerate"}, "credential": {"type": "jwt", "claims": {"scope": "openid litellm_proxy_admin"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -70,7 +70,7 @@ test_admin_may_call_template_key_key_id_regenerate if {
 # general_settings.litellm_jwtauth.admin_jwt_scope (default)
 test_admin_scope_as_list if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": ["openid", "litellm_proxy_admin"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -80,7 +80,7 @@ test_admin_scope_as_list if {
 # general_settings.litellm_jwtauth.admin_jwt_scope (default)
 test_admin_scope_in_scp if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scp": ["litellm_proxy_admin"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -90,7 +90,7 @@ test_admin_scope_in_scp if {
 # admins are not team tokens
 test_admin_with_blocked_team_is_not_blocked if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": "openid litellm_proxy_admin", "litellm-team": "team-blocked"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -100,7 +100,7 @@ test_admin_with_blocked_team_is_not_blocked if {
 # no admin scope, no team id, no user id
 test_token_without_role_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"scope": "openid"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "no_role"
@@ -110,7 +110,7 @@ test_token_without_role_is_403 if {
 # general_settings.litellm_jwtauth.team_allowed_routes (team-routes.yaml:7)
 test_team_may_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"litellm-team": "team-a"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -120,7 +120,7 @@ test_team_may_call_v1_chat_completions if {
 # general_settings.litellm_jwtauth.team_allowed_routes (team-routes.yaml:7)
 test_team_may_not_call_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/chat/completions"}, "credential": {"type": "jwt", "claims": {"litellm-team": "team-a"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
@@ -130,7 +130,7 @@ test_team_may_not_call_chat_completions if {
 # data.regate_state.blocked_teams
 test_blocked_team_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"litellm-team": "team-blocked"}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "team_blocked"
@@ -149,7 +149,7 @@ test_team_refused_until_state_loaded if {
 # scope must be a string or a list of strings
 test_scope_of_wrong_type_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"scope": 42}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
@@ -159,7 +159,7 @@ test_scope_of_wrong_type_is_401 if {
 # general_settings.litellm_jwtauth.team_id_jwt_field (team-routes.yaml:6)
 test_team_id_of_wrong_type_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"litellm-team": {"id": "team-a"}}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
@@ -169,7 +169,7 @@ test_team_id_of_wrong_type_is_401 if {
 # a key with a team takes the team role
 test_virtual_key_of_team_may_call_team_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
@@ -179,7 +179,7 @@ test_virtual_key_of_team_may_call_team_route if {
 # /key/generate models
 test_virtual_key_limited_to_its_models if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
-		with data.regate_state as {"blocked_teams": {"team-blocked": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"

@@ -1,0 +1,674 @@
+"""The enforcer's state: users, teams, keys, blocks and spend, on SQLite or PostgreSQL.
+
+One interface, two backends, SQLAlchemy Core. SQLite (a file, WAL mode) is the
+zero-set-up default; PostgreSQL (`DATABASE_URL`, driver psycopg 3) lets several
+replicas share state. Everything returns plain dicts; failures raise
+`StoreError` (unreachable, failed), `NotFoundError` or `ConflictError`.
+
+Money is integer nano-USD (1e-9 USD) end to end. Virtual keys are stored only as
+the sha256 of the key: the plaintext exists once, in `create_key`'s return value.
+No error message or log line carries the database password.
+
+The store creates no OS threads: under gunicorn's gevent worker psycopg (>= 3.1.14)
+and SQLAlchemy's pool cooperate with gevent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from collections import defaultdict
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
+
+from enforcer import migrations
+from enforcer.spend import SpendRecord
+from regate.errors import BadRequestError, ConflictError, RegateError, StoreError
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "sk-"
+KEY_RANDOM_BYTES = 32  # token_urlsafe(32) -> 43 urlsafe characters after the prefix
+ENTITY_KINDS = ("user", "team", "organization", "end_user", "key")
+_GLOBAL = ("global", "")  # the whole-proxy total, kept beside the entity totals
+_MAX_ID_LENGTH = 512
+_MAX_KEY_LENGTH = 256  # longer "keys" are not ours: refuse before hashing attacker-sized input
+
+# Fixed ids for PostgreSQL advisory locks (any bigint; these spell "regate" + purpose).
+_MIGRATION_LOCK = 0x7265676174650001
+_BLOCK_EVENT_LOCK = 0x7265676174650002
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Timezone-aware UTC datetimes on both backends (SQLite keeps naive UTC text)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: timestamps must be timezone-aware")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# The newest schema, for queries. The DDL that creates it lives in enforcer/migrations.
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("user_email", sa.Text),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("organization_id", sa.Text, primary_key=True),
+    sa.Column("organization_alias", sa.Text),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("team_id", sa.Text, primary_key=True),
+    sa.Column("team_alias", sa.Text),
+    sa.Column("organization_id", sa.Text),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("blocked", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+end_users = sa.Table(
+    "end_users",
+    metadata,
+    sa.Column("end_user_id", sa.Text, primary_key=True),
+    sa.Column("alias", sa.Text),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+virtual_keys = sa.Table(
+    "virtual_keys",
+    metadata,
+    sa.Column("key_hash", sa.Text, primary_key=True),
+    sa.Column("key_name", sa.Text, nullable=False),
+    sa.Column("key_alias", sa.Text, unique=True),
+    sa.Column("user_id", sa.Text),
+    sa.Column("team_id", sa.Text),
+    sa.Column("organization_id", sa.Text),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("expires_at", UTCDateTime()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+spend_logs = sa.Table(
+    "spend_logs",
+    metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("total_tokens", sa.BigInteger, nullable=False),
+    sa.Column("spend_nanos", sa.BigInteger, nullable=False),
+    sa.Column("user_id", sa.Text),
+    sa.Column("team_id", sa.Text),
+    sa.Column("organization_id", sa.Text),
+    sa.Column("end_user_id", sa.Text),
+    sa.Column("key_hash", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+)
+spend_totals = sa.Table(
+    "spend_totals",
+    metadata,
+    sa.Column("entity_kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("spend_nanos", sa.BigInteger, nullable=False),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+)
+block_events = sa.Table(
+    "block_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("blocked", sa.Boolean, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+_SPEND_COLUMNS = tuple(c.name for c in spend_logs.columns)
+
+
+def hash_key(plaintext: str) -> str:
+    """The stored form of a virtual key. Keys carry 256 random bits, so a fast hash suffices."""
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check_id(name: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID_LENGTH:
+        raise BadRequestError(f"{name} must be a non-empty string of at most {_MAX_ID_LENGTH} characters")
+
+
+def _check_models(models: Iterable[str]) -> list[str]:
+    if isinstance(models, str):
+        raise BadRequestError("models must be a list of model names, not a string")
+    out = list(models)
+    if not all(isinstance(m, str) and m for m in out):
+        raise BadRequestError("models must be a list of non-empty strings")
+    return out
+
+
+def _check_aware(name: str, value: datetime | None) -> None:
+    if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+        raise BadRequestError(f"{name} must be a timezone-aware datetime")
+
+
+class _RetryableError(StoreError):
+    """A transaction lost a deadlock or serialization race; running it again is safe."""
+
+
+class Store:
+    """Users, teams, keys, blocks and spend on SQLite or PostgreSQL. See module docstring."""
+
+    def __init__(self, engine: Engine, *, secrets_to_hide: Sequence[str] = ()):
+        self._engine = engine
+        self._hide = [s for s in secrets_to_hide if s]
+        self.display_url = engine.url.render_as_string(hide_password=True)
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None,
+        *,
+        default_sqlite_path: str | os.PathLike[str],
+        pool_size: int = 10,
+        connect_timeout: int = 5,
+        statement_timeout_ms: int = 15_000,
+        sqlite_busy_timeout: float = 10.0,
+    ) -> "Store":
+        """A store for `url`: None/"" → SQLite at default_sqlite_path; postgresql:// → PostgreSQL."""
+        if not url:
+            return cls._sqlite(Path(default_sqlite_path), busy_timeout=sqlite_busy_timeout)
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            # The parser's message would repeat the URL, password included: say nothing of it.
+            raise StoreError("DATABASE_URL is not a valid database URL", code="invalid_database_url") from None
+        driver = parsed.drivername.lower()
+        if driver in ("postgres", "postgresql", "postgresql+psycopg"):
+            return cls._postgresql(
+                parsed.set(drivername="postgresql+psycopg"),
+                pool_size=pool_size,
+                connect_timeout=connect_timeout,
+                statement_timeout_ms=statement_timeout_ms,
+            )
+        if driver in ("sqlite", "sqlite+pysqlite"):
+            if not parsed.database or parsed.database == ":memory:":
+                raise StoreError("an SQLite DATABASE_URL must name a file: sqlite:///path/to/regate.db", code="invalid_database_url")
+            return cls._sqlite(Path(parsed.database), busy_timeout=sqlite_busy_timeout)
+        raise StoreError(
+            f"unsupported DATABASE_URL scheme {driver!r}: use postgresql://... (psycopg 3) or sqlite:///path",
+            code="invalid_database_url",
+        )
+
+    @classmethod
+    def _sqlite(cls, path: Path, *, busy_timeout: float) -> "Store":
+        path = path.expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # create it private: it holds key hashes and e-mail addresses
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        engine = sa.create_engine(
+            sa.URL.create("sqlite+pysqlite", database=str(path)),
+            connect_args={"timeout": busy_timeout, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Take transaction control from the sqlite3 module: it would otherwise begin
+            # lazily before the first write, so reads of one transaction would not share a snapshot.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            # Writers take the write lock up front (no lock upgrade deadlocks); readers share.
+            conn.exec_driver_sql(conn.get_execution_options().get("regate_sqlite_begin", "BEGIN IMMEDIATE"))
+
+        return cls(engine)
+
+    @classmethod
+    def _postgresql(cls, url: sa.URL, *, pool_size: int, connect_timeout: int, statement_timeout_ms: int) -> "Store":
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,  # reconnect transparently after a database restart
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=10,
+            pool_recycle=1800,
+            connect_args={
+                "connect_timeout": max(int(connect_timeout), 2),
+                "application_name": "regate",
+                "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+            },
+        )
+        return cls(engine, secrets_to_hide=[url.password or ""])
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _insert(self, table: sa.Table):
+        return (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table)
+
+    @contextmanager
+    def _tx(self, action: str, *, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
+        """One transaction; database failures become StoreError without SQL, parameters or password."""
+        try:
+            with self._engine.connect() as conn:
+                if self.dialect == "sqlite":
+                    conn = conn.execution_options(regate_sqlite_begin="BEGIN IMMEDIATE" if write else "BEGIN")
+                elif snapshot:
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except RegateError:
+            raise
+        except SQLAlchemyError as e:
+            raise self._store_error(e, action) from None
+
+    def _store_error(self, error: SQLAlchemyError, action: str) -> StoreError:
+        # A StatementError's own str() includes the SQL and its parameters: describe its cause only.
+        orig: BaseException = error
+        if isinstance(error, StatementError) and error.orig is not None:
+            orig = error.orig
+        lines = str(orig).strip().splitlines()
+        text = lines[0].strip() if lines else ""
+        for secret in self._hide:
+            text = text.replace(secret, "***")
+        message = f"store {action} failed: {type(orig).__name__}" + (f": {text}" if text else "")
+        if getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+            return _RetryableError(message)
+        return StoreError(message)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Bring the schema to the newest version; return the versions applied now.
+
+        Idempotent, and safe when several replicas start at once: the whole run holds
+        a PostgreSQL advisory lock (SQLite: the database write lock).
+        """
+        with self._tx("migration", write=True) as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")  # waiting for another replica is fine
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            applied = migrations.apply_pending(conn)
+        if applied:
+            log.info("store %s migrated to schema version %d", self.display_url, applied[-1])
+        return applied
+
+    def schema_version(self) -> int:
+        with self._tx("schema version read") as conn:
+            return migrations.current_version(conn)
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        with self._tx("ping") as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- users, organizations, end users, teams ---------------------------------
+
+    def create_user(self, user_id: str, *, email: str | None = None, if_missing: bool = False) -> dict:
+        """Create a user; with if_missing, return the existing record instead of a conflict."""
+        _check_id("user_id", user_id)
+        if email is not None and not isinstance(email, str):
+            raise BadRequestError("email must be a string")
+        with self._tx("user create", write=True) as conn:
+            row = conn.execute(
+                self._insert(users)
+                .values(user_id=user_id, user_email=email, created_at=_now())
+                .on_conflict_do_nothing()
+                .returning(*users.c)
+            ).first()
+            if row is None:
+                if not if_missing:
+                    raise ConflictError(f"user {user_id!r} already exists")
+                row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).one()
+            return dict(row._mapping)
+
+    def get_user(self, user_id: str) -> dict | None:
+        with self._tx("user read") as conn:
+            row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).first()
+            return dict(row._mapping) if row else None
+
+    def user_exists(self, user_id: str) -> bool:
+        with self._tx("user read") as conn:
+            return conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
+
+    def create_organization(self, organization_id: str, *, alias: str | None = None, models: Iterable[str] = ()) -> dict:
+        _check_id("organization_id", organization_id)
+        values = dict(organization_id=organization_id, organization_alias=alias, models=_check_models(models), created_at=_now())
+        with self._tx("organization create", write=True) as conn:
+            row = conn.execute(self._insert(organizations).values(**values).on_conflict_do_nothing().returning(*organizations.c)).first()
+            if row is None:
+                raise ConflictError(f"organization {organization_id!r} already exists")
+            return dict(row._mapping)
+
+    def get_organization(self, organization_id: str) -> dict | None:
+        with self._tx("organization read") as conn:
+            row = conn.execute(sa.select(organizations).where(organizations.c.organization_id == organization_id)).first()
+            return dict(row._mapping) if row else None
+
+    def create_end_user(self, end_user_id: str, *, alias: str | None = None, if_missing: bool = False) -> dict:
+        _check_id("end_user_id", end_user_id)
+        with self._tx("end user create", write=True) as conn:
+            row = conn.execute(
+                self._insert(end_users)
+                .values(end_user_id=end_user_id, alias=alias, created_at=_now())
+                .on_conflict_do_nothing()
+                .returning(*end_users.c)
+            ).first()
+            if row is None:
+                if not if_missing:
+                    raise ConflictError(f"end user {end_user_id!r} already exists")
+                row = conn.execute(sa.select(end_users).where(end_users.c.end_user_id == end_user_id)).one()
+            return dict(row._mapping)
+
+    def get_end_user(self, end_user_id: str) -> dict | None:
+        with self._tx("end user read") as conn:
+            row = conn.execute(sa.select(end_users).where(end_users.c.end_user_id == end_user_id)).first()
+            return dict(row._mapping) if row else None
+
+    def create_team(
+        self, team_id: str, *, alias: str | None = None, organization_id: str | None = None, models: Iterable[str] = ()
+    ) -> dict:
+        _check_id("team_id", team_id)
+        _check_id("organization_id", organization_id, optional=True)
+        values = dict(
+            team_id=team_id,
+            team_alias=alias,
+            organization_id=organization_id,
+            models=_check_models(models),
+            blocked=False,
+            created_at=_now(),
+        )
+        with self._tx("team create", write=True) as conn:
+            row = conn.execute(self._insert(teams).values(**values).on_conflict_do_nothing().returning(*teams.c)).first()
+            if row is None:
+                raise ConflictError(f"team {team_id!r} already exists")
+            return dict(row._mapping)
+
+    def get_team(self, team_id: str) -> dict | None:
+        with self._tx("team read") as conn:
+            row = conn.execute(sa.select(teams).where(teams.c.team_id == team_id)).first()
+            return dict(row._mapping) if row else None
+
+    # -- blocks ---------------------------------------------------------------
+
+    def set_team_blocked(self, team_id: str, blocked: bool) -> dict:
+        """Block or unblock a team (creating its record if needed) and log the event, atomically."""
+        _check_id("team_id", team_id)
+        if not isinstance(blocked, bool):
+            raise BadRequestError("blocked must be a boolean")
+        now = _now()
+        with self._tx("team block", write=True) as conn:
+            if self.dialect == "postgresql":
+                # Serialise event writers so seq order is commit order: a follower reading
+                # "events after seq N" can then never miss one that commits late with a lower seq.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BLOCK_EVENT_LOCK})
+            stmt = self._insert(teams).values(team_id=team_id, models=[], blocked=blocked, created_at=now)
+            row = conn.execute(
+                stmt.on_conflict_do_update(index_elements=[teams.c.team_id], set_={"blocked": blocked}).returning(*teams.c)
+            ).one()
+            conn.execute(sa.insert(block_events).values(team_id=team_id, blocked=blocked, at=now))
+            return dict(row._mapping)
+
+    def blocked_teams_snapshot(self) -> tuple[int, list[str]]:
+        """(last block event seq, sorted blocked team ids), read from one snapshot."""
+        with self._tx("blocked teams read", snapshot=True) as conn:
+            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(block_events.c.seq), 0))).scalar_one()
+            ids = conn.execute(sa.select(teams.c.team_id).where(teams.c.blocked.is_(True)).order_by(teams.c.team_id)).scalars()
+            return int(seq), list(ids)
+
+    def block_events_since(self, seq: int, *, limit: int = 10_000) -> list[tuple[int, str, bool]]:
+        """Block events with a seq greater than `seq`, oldest first."""
+        with self._tx("block events read") as conn:
+            rows = conn.execute(
+                sa.select(block_events.c.seq, block_events.c.team_id, block_events.c.blocked)
+                .where(block_events.c.seq > seq)
+                .order_by(block_events.c.seq)
+                .limit(limit)
+            )
+            return [(int(s), t, bool(b)) for s, t, b in rows]
+
+    # -- virtual keys ---------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        organization_id: str | None = None,
+        alias: str | None = None,
+        models: Iterable[str] = (),
+        expires_at: datetime | None = None,
+    ) -> tuple[str, dict]:
+        """Issue a key; return (plaintext, info). The plaintext is never stored and cannot be shown again."""
+        if user_id is None and team_id is None:
+            raise BadRequestError("a key must be issued to a user or a team (user_id or team_id)")
+        for name, value in (("user_id", user_id), ("team_id", team_id), ("organization_id", organization_id), ("key_alias", alias)):
+            _check_id(name, value, optional=True)
+        _check_aware("expires_at", expires_at)
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+        values = dict(
+            key_hash=hash_key(plaintext),
+            key_name=f"{KEY_PREFIX}...{plaintext[-4:]}",
+            key_alias=alias,
+            user_id=user_id,
+            team_id=team_id,
+            organization_id=organization_id,
+            models=_check_models(models),
+            expires_at=expires_at,
+            created_at=_now(),
+        )
+        with self._tx("key create", write=True) as conn:
+            row = conn.execute(self._insert(virtual_keys).values(**values).on_conflict_do_nothing().returning(*virtual_keys.c)).first()
+            if row is None:  # the hash cannot collide in practice: it is the alias
+                raise ConflictError(f"a key with alias {alias!r} already exists")
+        return plaintext, _key_info(row)
+
+    def find_key(self, plaintext: str) -> dict | None:
+        """The key's info by hash, or None. Includes expires_at and `expired`; the caller refuses expired keys."""
+        if not isinstance(plaintext, str) or not plaintext or len(plaintext) > _MAX_KEY_LENGTH:
+            return None
+        with self._tx("key read") as conn:
+            row = conn.execute(sa.select(virtual_keys).where(virtual_keys.c.key_hash == hash_key(plaintext))).first()
+        return _key_info(row) if row else None
+
+    def get_key_info(self, plaintext: str) -> dict | None:
+        """Same as find_key: for /key/info."""
+        return self.find_key(plaintext)
+
+    def delete_keys(self, plaintexts: Iterable[str] = (), *, aliases: Iterable[str] = ()) -> int:
+        """Delete keys given by plaintext and/or alias; return how many were deleted."""
+        hashes = [hash_key(k) for k in plaintexts if isinstance(k, str) and k and len(k) <= _MAX_KEY_LENGTH]
+        alias_list = [a for a in aliases if isinstance(a, str) and a]
+        if not hashes and not alias_list:
+            return 0
+        with self._tx("key delete", write=True) as conn:
+            result = conn.execute(
+                sa.delete(virtual_keys).where(
+                    sa.or_(virtual_keys.c.key_hash.in_(hashes), virtual_keys.c.key_alias.in_(alias_list))
+                )
+            )
+            return result.rowcount
+
+    # -- spend ----------------------------------------------------------------
+
+    def record_spend(self, records: Sequence[SpendRecord]) -> int:
+        """Log records and add them to their totals in ONE transaction; return how many were new.
+
+        Idempotent by request_id: a record already logged adds nothing anywhere, so a
+        batch can be replayed (from a retry or the spool) without double counting.
+        Rows are written in sorted order, so concurrent writers cannot deadlock each other.
+        """
+        unique: dict[str, SpendRecord] = {}
+        for record in records:
+            if not isinstance(record, SpendRecord):
+                raise BadRequestError("record_spend takes SpendRecord values")
+            unique.setdefault(record.request_id, record)
+        if not unique:
+            return 0
+        rows = [{c: getattr(unique[rid], c) for c in _SPEND_COLUMNS} for rid in sorted(unique)]
+        for attempt in range(1, 4):
+            try:
+                return self._record_spend_once(rows, unique)
+            except _RetryableError:
+                if attempt == 3:
+                    raise
+                log.info("spend transaction lost a concurrency race; retrying (attempt %d)", attempt + 1)
+        raise AssertionError("unreachable")
+
+    def _record_spend_once(self, rows: list[dict], by_id: dict[str, SpendRecord]) -> int:
+        with self._tx("spend write", write=True) as conn:
+            stmt = self._insert(spend_logs).on_conflict_do_nothing(index_elements=[spend_logs.c.request_id])
+            inserted = set(conn.execute(stmt.returning(spend_logs.c.request_id), rows).scalars())
+            if not inserted:
+                return 0
+            totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+            for rid in inserted:
+                record = by_id[rid]
+                for kind, entity_id in (
+                    ("user", record.user_id),
+                    ("team", record.team_id),
+                    ("organization", record.organization_id),
+                    ("end_user", record.end_user_id),
+                    ("key", record.key_hash),
+                ):
+                    if entity_id is not None:
+                        totals[(kind, entity_id)][0] += record.spend_nanos
+                        totals[(kind, entity_id)][1] += 1
+                totals[_GLOBAL][0] += record.spend_nanos
+                totals[_GLOBAL][1] += 1
+            # The global row last: every writer touches it, so hold its lock for the shortest time.
+            order = sorted(k for k in totals if k != _GLOBAL) + [_GLOBAL]
+            self._add_totals(conn, [(kind, eid, *totals[(kind, eid)]) for kind, eid in order])
+            return len(inserted)
+
+    def _add_totals(self, conn: Connection, deltas: list[tuple[str, str, int, int]]) -> None:
+        for start in range(0, len(deltas), 1000):  # stay well under bind-parameter limits
+            chunk = deltas[start : start + 1000]
+            stmt = self._insert(spend_totals).values(
+                [{"entity_kind": k, "entity_id": i, "spend_nanos": n, "requests": r} for k, i, n, r in chunk]
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[spend_totals.c.entity_kind, spend_totals.c.entity_id],
+                    set_={
+                        "spend_nanos": spend_totals.c.spend_nanos + stmt.excluded.spend_nanos,
+                        "requests": spend_totals.c.requests + stmt.excluded.requests,
+                    },
+                )
+            )
+
+    def spend_logs(
+        self,
+        *,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict]:
+        """Spend log rows, oldest first; start inclusive, end exclusive."""
+        _check_aware("start", start)
+        _check_aware("end", end)
+        if type(limit) is not int or not 1 <= limit <= 100_000:
+            raise BadRequestError("limit must be an integer between 1 and 100000")
+        query = sa.select(spend_logs)
+        if user_id is not None:
+            query = query.where(spend_logs.c.user_id == user_id)
+        if team_id is not None:
+            query = query.where(spend_logs.c.team_id == team_id)
+        if start is not None:
+            query = query.where(spend_logs.c.started_at >= start)
+        if end is not None:
+            query = query.where(spend_logs.c.started_at < end)
+        query = query.order_by(spend_logs.c.started_at, spend_logs.c.request_id).limit(limit)
+        with self._tx("spend log read") as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def spend_summary(self, kind: str, entity_id: str) -> dict:
+        """{"spend_nanos": int, "requests": int} for one entity (zeros when it never spent)."""
+        if kind not in ENTITY_KINDS:
+            raise BadRequestError(f"unknown spend entity kind {kind!r}; expected one of {', '.join(ENTITY_KINDS)}")
+        return self._summary(kind, entity_id)
+
+    def total_spend(self, kind: str, entity_id: str) -> int:
+        return self.spend_summary(kind, entity_id)["spend_nanos"]
+
+    def global_spend(self) -> int:
+        return self._summary(*_GLOBAL)["spend_nanos"]
+
+    def global_summary(self) -> dict:
+        return self._summary(*_GLOBAL)
+
+    def _summary(self, kind: str, entity_id: str) -> dict:
+        with self._tx("spend total read") as conn:
+            row = conn.execute(
+                sa.select(spend_totals.c.spend_nanos, spend_totals.c.requests).where(
+                    spend_totals.c.entity_kind == kind, spend_totals.c.entity_id == entity_id
+                )
+            ).first()
+        return {"spend_nanos": int(row[0]), "requests": int(row[1])} if row else {"spend_nanos": 0, "requests": 0}
+
+
+def _key_info(row) -> dict:
+    info = dict(row._mapping)
+    expires_at = info.get("expires_at")
+    info["expired"] = expires_at is not None and expires_at <= _now()
+    return info
