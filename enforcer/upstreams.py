@@ -209,7 +209,7 @@ class Upstreams:
     def _resolve(self, deployment: Deployment, environ: Mapping[str, str], pool_maxsize: int) -> _Target:
         where = f"model_list entry {deployment.model_name!r}"
         if deployment.origin is not None:
-            where += f" ({deployment.origin.cite()})"
+            where += f" ({deployment.origin.file}:{deployment.origin.line})"
 
         def setting(value: str | None, field: str) -> str | None:
             if value is None or not value.startswith(ENV_PREFIX):

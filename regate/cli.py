@@ -25,6 +25,11 @@ def _compile(args) -> int:
 
 
 def _serve(args) -> int:
+    # Patch before anything imports ssl/socket/threading: gunicorn's gevent workers inherit
+    # the imported modules, and patching them late breaks TLS to the upstreams.
+    from gevent import monkey
+
+    monkey.patch_all()
     from enforcer.serve import serve
 
     return serve(args)

@@ -1,0 +1,66 @@
+"""The enforcer's long-lived parts, built once per worker process and attached to the app."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .credentials import Authenticator, UserFacts
+from .decisions import OpaClient
+from .settings import Settings
+from .spend import SpendWriter
+from .state_sync import BlockSync
+from .store import Store
+from .tokens import KeySet, TokenVerifier
+from .upstreams import Upstreams
+
+log = logging.getLogger("regate")
+
+
+class Components:
+    """Store, OPA client, JWT verifier, upstreams, spend writer and block sync of one worker."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        config = settings.config
+        policy = config.policy
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path))
+        self.opa = OpaClient(settings.opa_url, timeout=settings.opa_timeout)
+        self.keyset = KeySet(settings.jwt) if settings.jwt else None
+        verifier = TokenVerifier(settings.jwt, self.keyset) if settings.jwt else None
+        self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=verifier,
+                                           jwt_enabled=bool(policy.jwt_enabled.value),
+                                           key_cache_ttl=settings.key_cache_ttl)
+        self.facts = UserFacts(
+            self.store,
+            user_field=policy.user_field.value.name if policy.user_field.value else None,
+            email_field=policy.email_field.value.name if policy.email_field.value else None,
+            enabled=policy.checks_user_existence,
+            ttl=settings.user_cache_ttl,
+        )
+        self.upstreams = Upstreams(config.deployments, environ=settings.environ)
+        self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir)
+        self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
+                                    check_interval=settings.state_check_interval)
+
+    def start(self) -> None:
+        self.store.migrate()
+        self.spend.start()
+        self.block_sync.start()
+        if self.settings.jwt and not self.settings.config.policy.jwt_enabled.value:
+            log.warning("JWT_PUBLIC_KEY_URL is set but enable_jwt_auth is not true: JWTs are refused")
+
+    def close(self) -> None:
+        """Stop background work and flush spend; safe to call twice."""
+        self.block_sync.stop()
+        self.spend.close()
+        self.upstreams.close()
+        self.opa.close()
+        if self.keyset:
+            self.keyset.close()
+        self.store.close()
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["regate"] = self

@@ -1,0 +1,195 @@
+"""Who is calling: read the bearer credential, verify it, and shape it as the OPA input's `credential`.
+
+Order (DESIGN.md §3.1): the master key (constant-time compare), a virtual key
+(`sk-...`, looked up by hash), a JWT (exactly three dot-separated parts, verified
+against the JWKS). A credential that is present but not valid is a 401 here; a
+missing one is sent to the policy as `none`, which decides the 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from regate.errors import TokenError
+
+from .store import Store, hash_key
+from .tokens import TokenVerifier
+
+# Headers LiteLLM accepts a key in, in the order they are read.
+CREDENTIAL_HEADERS = ("Authorization", "x-litellm-api-key", "api-key", "x-api-key")
+MAX_CREDENTIAL_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Credential:
+    type: str  # jwt | master_key | virtual_key | none
+    claims: dict[str, Any] = field(default_factory=dict)
+    key: dict[str, Any] | None = None  # the stored key's owner ids and models (never the key)
+    key_hash: str | None = None
+
+    def as_input(self) -> dict:
+        doc: dict[str, Any] = {"type": self.type}
+        if self.type == "jwt":
+            doc["claims"] = self.claims
+        if self.key is not None:
+            doc["key"] = self.key
+        return doc
+
+
+NO_CREDENTIAL = Credential("none")
+
+
+def read_bearer(headers: Mapping[str, str]) -> str | None:
+    """The credential from the first header that carries one; `Bearer` is optional outside Authorization."""
+    for name in CREDENTIAL_HEADERS:
+        value = headers.get(name)
+        if not value:
+            continue
+        value = value.strip()
+        if name == "Authorization":
+            scheme, _, rest = value.partition(" ")
+            if scheme.lower() != "bearer":
+                raise TokenError("Authorization must use the Bearer scheme", code="malformed_credential")
+            value = rest.strip()
+        elif value[:7].lower() == "bearer ":
+            value = value[7:].strip()
+        if not value:
+            raise TokenError("empty credential", code="malformed_credential")
+        return value
+    return None
+
+
+class _TtlCache:
+    """A small thread-safe TTL cache (per worker) so hot keys do not hit the store on every call."""
+
+    def __init__(self, ttl: float, maxsize: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.ttl, self.maxsize, self.clock = ttl, maxsize, clock
+        self._items: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, default=None):
+        item = self._items.get(key)
+        if item is None or item[0] < self.clock():
+            return default
+        return item[1]
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            if len(self._items) >= self.maxsize:
+                self._items.clear()  # crude but bounded; entries are cheap to refetch
+            self._items[key] = (self.clock() + self.ttl, value)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+_MISSING = object()
+
+
+class Authenticator:
+    def __init__(self, *, master_key: str | None, store: Store, verifier: TokenVerifier | None,
+                 jwt_enabled: bool, key_cache_ttl: float = 2.0):
+        self._master = master_key.encode() if master_key else None
+        self._store = store
+        self._verifier = verifier
+        self._jwt_enabled = jwt_enabled
+        self._keys = _TtlCache(key_cache_ttl)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Credential:
+        token = read_bearer(headers)
+        if token is None:
+            return NO_CREDENTIAL
+        if len(token) > MAX_CREDENTIAL_BYTES:
+            raise TokenError(f"credential larger than {MAX_CREDENTIAL_BYTES} bytes", code="token_too_large")
+        raw = token.encode("utf-8", "surrogateescape")
+        if self._master is not None and hmac.compare_digest(raw, self._master):
+            return Credential("master_key")
+        if token.startswith("sk-"):
+            return self._virtual_key(token)
+        if token.count(".") == 2:
+            return self._jwt(token)
+        raise TokenError("credential is neither a key nor a JWT", code="malformed_credential")
+
+    def _virtual_key(self, token: str) -> Credential:
+        digest = hash_key(token)
+        record = self._keys.get(digest, _MISSING)
+        if record is _MISSING:
+            record = self._store.find_key(token)
+            self._keys.put(digest, record)
+        if record is None:
+            raise TokenError("unknown or deleted key", code="invalid_key")
+        if record["expires_at"] is not None and record["expires_at"].timestamp() <= time.time():
+            raise TokenError("key has expired", code="expired_key")
+        key = {
+            "user_id": record["user_id"],
+            "team_id": record["team_id"],
+            "org_id": record["organization_id"],
+            "models": list(record["models"] or []),
+        }
+        return Credential("virtual_key", key=key, key_hash=digest)
+
+    def forget_key(self, token: str) -> None:
+        self._keys.drop(hash_key(token))
+
+    def _jwt(self, token: str) -> Credential:
+        if not self._jwt_enabled:
+            # Never verified, so no claims: the policy answers jwt_auth_disabled.
+            return Credential("jwt")
+        if self._verifier is None:
+            raise TokenError("JWT auth is enabled but JWT_PUBLIC_KEY_URL is not set", code="jwt_not_configured")
+        return Credential("jwt", claims=self._verifier.verify(token))
+
+
+def claim_value(claims: Mapping[str, Any], name: str | None) -> Any:
+    """A claim by literal name first, else by dot path (the policy's rule, for the store lookups)."""
+    if name is None:
+        return None
+    if name in claims:
+        return claims[name]
+    node: Any = claims
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+class UserFacts:
+    """`facts` for the OPA input: whether the user the token names exists (cached briefly)."""
+
+    def __init__(self, store: Store, *, user_field: str | None, email_field: str | None, enabled: bool,
+                 ttl: float = 5.0):
+        self._store = store
+        self._fields = (user_field, email_field)
+        self._enabled = enabled
+        self._cache = _TtlCache(ttl)
+
+    def user_id(self, credential: Credential) -> str | None:
+        """The user id the policy derives: the user claim, else (as in LiteLLM) the email claim."""
+        if credential.type != "jwt":
+            return None
+        for name in self._fields:
+            value = claim_value(credential.claims, name)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def for_credential(self, credential: Credential) -> dict | None:
+        if not self._enabled:
+            return None
+        user_id = self.user_id(credential)
+        if user_id is None:
+            return None
+        exists = self._cache.get(user_id)
+        if exists is None:
+            exists = self._store.user_exists(user_id)
+            self._cache.put(user_id, exists)
+        return {"user_id": user_id, "user_exists": exists}
+
+    def created(self, user_id: str) -> None:
+        self._cache.put(user_id, True)

@@ -1,0 +1,145 @@
+"""The OPA client: one pooled keep-alive connection set, a bounded timeout, strict results.
+
+Anything but a well-formed decision raises DecisionError, which the enforcer turns
+into 503: OPA down, slow, undefined or malformed never becomes an allow.
+
+Not opa-python-client: it pulls in aiohttp/aiofiles, retries POSTs (doubling the
+time bound), goes through requests (slower per call) and flattens OPA's answers
+into exceptions without the body; a decision client is forty lines on urllib3.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError as TransportError
+from urllib3.exceptions import NewConnectionError, ProtocolError
+from urllib3.exceptions import TimeoutError as UrllibTimeout
+
+from regate.errors import DecisionError
+
+DECISION_PATH = "/v1/data/regate/authz/decision"
+STATE_PATH = "/v1/data/regate_state"
+_JSON = {"Content-Type": "application/json"}
+_SUBJECT_KEYS = ("user_id", "team_id", "org_id", "end_user_id", "email")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allow: bool
+    status: int
+    reasons: tuple[str, ...]
+    message: str
+    role: str | None
+    subject: dict[str, str | None]
+    upsert_user: bool
+
+    @property
+    def reason(self) -> str | None:
+        return self.reasons[0] if self.reasons else None
+
+
+def parse_decision(result: Any) -> Decision:
+    """Validate OPA's `result`; raise DecisionError unless every field is as the contract says."""
+    if not isinstance(result, dict):
+        raise DecisionError("the policy returned no decision (undefined)", code="decision_undefined")
+    allow = result.get("allow")
+    status = result.get("status")
+    reasons = result.get("reasons")
+    message = result.get("message")
+    role = result.get("role")
+    subject = result.get("subject")
+    upsert = result.get("upsert_user")
+    well_formed = (
+        isinstance(allow, bool)
+        and isinstance(status, int) and not isinstance(status, bool)
+        and isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)
+        and isinstance(message, str)
+        and (role is None or isinstance(role, str))
+        and isinstance(subject, dict) and all(subject.get(k) is None or isinstance(subject.get(k), str) for k in _SUBJECT_KEYS)
+        and isinstance(upsert, bool)
+        # An allow must be unambiguous: no reasons, status 200. A deny must carry a reason and an error status.
+        and ((allow and status == 200 and not reasons) or (not allow and reasons and 400 <= status <= 599))
+    )
+    if not well_formed:
+        raise DecisionError("the policy returned a malformed decision", code="decision_malformed")
+    return Decision(allow, status, tuple(reasons), message, role,
+                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert)
+
+
+class OpaClient:
+    """Decisions and runtime-state writes against one OPA server."""
+
+    def __init__(self, url: str, *, timeout: float = 1.0, maxsize: int = 64):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DecisionError(f"invalid OPA URL {url!r}", code="invalid_opa_url")
+        self.url = url.rstrip("/")
+        self.timeout = urllib3.Timeout(connect=min(timeout, 0.5), read=timeout)
+        self._pool = urllib3.connection_from_url(self.url, maxsize=maxsize, block=False, retries=False)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _send(self, method: str, path: str, body: bytes | None = None, timeout=None) -> urllib3.BaseHTTPResponse:
+        # One retry, only when a pooled keep-alive connection turns out to be closed by OPA;
+        # a timeout is never retried, so the time bound holds.
+        for attempt in (0, 1):
+            try:
+                return self._pool.urlopen(method, path, body=body, headers=_JSON, retries=False,
+                                          timeout=timeout or self.timeout, preload_content=True)
+            except NewConnectionError:  # (a ConnectTimeoutError subclass in urllib3 2)
+                raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
+            except UrllibTimeout:
+                raise DecisionError("the policy engine did not answer in time", code="decision_timeout") from None
+            except ProtocolError:
+                if attempt:
+                    raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
+            except TransportError:
+                raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
+        raise AssertionError("unreachable")
+
+    def decide(self, input_doc: dict) -> Decision:
+        body = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
+        response = self._send("POST", DECISION_PATH, body)
+        if response.status != 200:
+            raise DecisionError(f"the policy engine answered HTTP {response.status}", code="decision_unavailable")
+        try:
+            doc = json.loads(response.data)
+        except ValueError:
+            raise DecisionError("the policy engine answered with invalid JSON", code="decision_malformed") from None
+        return parse_decision(doc.get("result") if isinstance(doc, dict) else None)
+
+    def healthy(self) -> bool:
+        """OPA is up and has activated its bundle."""
+        try:
+            return self._send("GET", "/health?bundles").status == 200
+        except DecisionError:
+            return False
+
+    # runtime state under data.regate_state (outside the bundle's roots) ---------------
+    def get_state(self, name: str) -> Any:
+        """data.regate_state.<name>, or None when undefined (e.g. OPA restarted)."""
+        response = self._send("GET", f"{STATE_PATH}/{quote(name, safe='')}")
+        if response.status != 200:
+            raise DecisionError(f"reading OPA state answered HTTP {response.status}", code="state_unavailable")
+        return json.loads(response.data).get("result")
+
+    def put_state(self, document: dict, timeout: float = 30.0) -> None:
+        body = json.dumps(document, separators=(",", ":")).encode()
+        response = self._send("PUT", STATE_PATH, body, timeout=urllib3.Timeout(connect=0.5, read=timeout))
+        if response.status != 204:
+            raise DecisionError(f"writing OPA state answered HTTP {response.status}", code="state_unavailable")
+
+    def patch_blocked(self, team_id: str, blocked: bool) -> None:
+        """Add or remove one team in data.regate_state.blocked_teams (JSON Patch on OPA's Data API)."""
+        pointer = "/" + team_id.replace("~", "~0").replace("/", "~1")
+        op = {"op": "add", "path": pointer, "value": True} if blocked else {"op": "remove", "path": pointer}
+        response = self._send("PATCH", f"{STATE_PATH}/blocked_teams", json.dumps([op]).encode())
+        if response.status == 204 or (not blocked and response.status == 404):
+            return  # removing a team that is not there is already the wanted state
+        raise DecisionError(f"patching OPA state answered HTTP {response.status}", code="state_unavailable")

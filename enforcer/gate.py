@@ -1,0 +1,153 @@
+"""The gate every request passes before any handler: canonical path, credential, decision.
+
+Only /health/* and /metrics are answered without a decision (probes must work while
+OPA is down; they carry no identities). Everything else, including unknown paths,
+gets a decision first, so a 404 never tells an anonymous caller which routes exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from flask import Flask, current_app, g, request
+
+from regate.errors import RegateError
+
+from . import metrics
+from .credentials import Credential
+from .decisions import Decision
+from .paths import canonical_path, request_target
+from .responses import error_response, from_error
+
+log = logging.getLogger("regate.access")
+
+EXEMPT_PREFIXES = ("/health/",)
+EXEMPT_PATHS = ("/metrics",)
+# Routes whose JSON body names the model the decision may depend on (virtual-key model lists).
+MODEL_ROUTES = frozenset(
+    {"/chat/completions", "/v1/chat/completions", "/completions", "/v1/completions", "/embeddings", "/v1/embeddings"}
+)
+
+
+@dataclass(frozen=True)
+class Auth:
+    """What the gate established, for the handlers."""
+
+    credential: Credential
+    decision: Decision
+    path: str
+
+    @property
+    def subject(self) -> dict:
+        return self.decision.subject
+
+    @property
+    def is_admin(self) -> bool:
+        return self.decision.role == "proxy_admin"
+
+
+def _exempt(path: str) -> bool:
+    return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
+
+
+def _request_model(path: str):
+    if request.method != "POST" or path not in MODEL_ROUTES:
+        return None
+    body = request.get_json(silent=True)
+    model = body.get("model") if isinstance(body, dict) else None
+    g.model = model if isinstance(model, str) else None
+    return g.model
+
+
+def _decide(components, credential: Credential, path: str) -> Decision:
+    input_doc = {
+        "request": {"method": request.method, "path": path, "model": _request_model(path)},
+        "credential": credential.as_input(),
+    }
+    facts = components.facts.for_credential(credential)
+    if facts is not None:
+        input_doc["facts"] = facts
+    started = time.perf_counter()
+    try:
+        decision = components.opa.decide(input_doc)
+    finally:
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+    metrics.DECISIONS.labels("allow" if decision.allow else "deny", decision.reason or "").inc()
+    return decision
+
+
+def gate():
+    g.request_id = uuid.uuid4().hex
+    g.started = time.perf_counter()
+    g.reason = None
+    metrics.IN_FLIGHT.inc()
+    if _exempt(request.path):
+        return None
+    components = current_app.extensions["regate"]
+    try:
+        path = canonical_path(request_target(request.environ))
+        credential = components.authenticator.authenticate(request.headers)
+        decision = _decide(components, credential, path)
+    except RegateError as e:
+        if e.code.startswith("decision_"):
+            metrics.DECISIONS.labels("error", e.code).inc()
+        g.reason = e.code
+        return from_error(e)
+    g.decision = decision
+    if not decision.allow:
+        g.reason = decision.reason
+        if decision.reason == "state_unavailable":
+            components.block_sync.request_full_sync()
+        return error_response(decision.status, decision.message, decision.reason)
+    if decision.upsert_user:
+        user_id = decision.subject["user_id"]
+        try:
+            components.store.create_user(user_id, email=decision.subject["email"], if_missing=True)
+        except RegateError as e:
+            g.reason = e.code
+            return from_error(e)
+        components.facts.created(user_id)
+    g.auth = Auth(credential, decision, path)
+    return None
+
+
+def _access_fields(response) -> dict:
+    decision = g.get("decision")
+    subject = decision.subject if decision else {}
+    return {
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "path": request_target(request.environ).split("?", 1)[0][:256],
+        "status": response.status_code,
+        "reason": g.get("reason"),
+        "role": decision.role if decision else None,
+        "user_id": subject.get("user_id"),
+        "team_id": subject.get("team_id"),
+        "model": g.get("model"),
+    }
+
+
+def finish(response):
+    if "started" not in g:  # the gate did not run (e.g. a routing error before it)
+        return response
+    response.headers["X-Request-ID"] = g.request_id
+    metrics.REQUESTS.labels(str(response.status_code)).inc()
+    fields = _access_fields(response)  # read now: the request context is gone when the stream ends
+    started = g.started
+
+    def closed():
+        metrics.IN_FLIGHT.dec()
+        fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        log.info(json.dumps(fields, separators=(",", ":")))
+
+    response.call_on_close(closed)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(gate)
+    app.after_request(finish)

@@ -1,0 +1,324 @@
+"""LiteLLM-compatible management endpoints: keys, teams, users, spend.
+
+Every route here has passed the gate like any other (the policy decides who may
+call it). On top of that, a caller that is not a proxy admin may only act on its
+own keys, team and user. Bodies are validated before anything is written: a bad
+request never changes the store.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from regate.errors import BadRequestError, NotFoundError, RegateError
+
+
+bp = Blueprint("management", __name__)
+
+_DURATION = re.compile(r"^(\d{1,6})([smhd])$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+NANOS_PER_USD = Decimal(1_000_000_000)
+
+
+class Forbidden(RegateError):
+    """Raised when a non-admin caller acts on another caller's key, team or user."""
+
+    code = "not_owner"
+    status = 403
+
+
+@bp.before_request
+def limit_body():
+    request.max_content_length = current_app.extensions["regate"].settings.max_management_body_bytes
+
+
+def _components():
+    return current_app.extensions["regate"]
+
+
+def _body(allowed: dict[str, type]) -> dict:
+    """The JSON body, with only `allowed` fields of the given types (None allowed for each)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object (Content-Type: application/json)")
+    for name, value in body.items():
+        if name not in allowed:
+            raise BadRequestError(f"unsupported field '{name}' (supported: {', '.join(sorted(allowed))})")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed[name])):
+            raise BadRequestError(f"field '{name}' has the wrong type")
+    return body
+
+
+def _id(value, name: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise BadRequestError(f"missing field '{name}'")
+        return None
+    if not isinstance(value, str) or not _ID.match(value):
+        raise BadRequestError(f"field '{name}' must be a non-empty string of at most 256 characters")
+    return value
+
+
+def _query_id(name: str, default: str | None = None) -> str | None:
+    value = request.args.get(name, default)
+    return _id(value, name) if value is not None else None
+
+
+def _string_list(value, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadRequestError(f"field '{name}' must be a list of non-empty strings")
+    return value
+
+
+def _usd(nanos: int) -> float:
+    return float(Decimal(nanos) / NANOS_PER_USD)
+
+
+def _owner_check(team_id: str | None, user_id: str | None) -> None:
+    """A non-admin may only touch what belongs to its own team or user."""
+    auth = g.auth
+    if auth.is_admin:
+        return
+    mine_team, mine_user = auth.subject["team_id"], auth.subject["user_id"]
+    if (team_id is not None and team_id == mine_team) or (team_id is None and user_id is not None and user_id == mine_user):
+        return
+    raise Forbidden("you may only act on your own team, user and keys")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _key_view(info: dict) -> dict:
+    return {
+        "token": info["key_hash"],
+        "key_name": info["key_name"],
+        "key_alias": info["key_alias"],
+        "user_id": info["user_id"],
+        "team_id": info["team_id"],
+        "organization_id": info["organization_id"],
+        "models": info["models"],
+        "expires": _iso(info["expires_at"]),
+        "created_at": _iso(info["created_at"]),
+    }
+
+
+def _spend_view(kind: str, entity_id: str) -> dict:
+    summary = _components().store.spend_summary(kind, entity_id)
+    return {"spend": _usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"], "requests": summary["requests"]}
+
+
+# keys --------------------------------------------------------------------------------
+@bp.post("/key/generate")
+def key_generate():
+    body = _body({"user_id": str, "team_id": str, "key_alias": str, "duration": str, "models": list,
+                  "organization_id": str})
+    components = _components()
+    auth = g.auth
+    user_id = _id(body.get("user_id"), "user_id")
+    team_id = _id(body.get("team_id"), "team_id")
+    org_id = _id(body.get("organization_id"), "organization_id")
+    alias = _id(body.get("key_alias"), "key_alias")
+    models = _string_list(body.get("models"), "models")
+    unknown = sorted(set(models) - set(components.upstreams.model_names()))
+    if unknown:
+        raise BadRequestError(f"unknown model(s) {', '.join(unknown)} (GET /v1/models lists the models)")
+    expires_at = None
+    if body.get("duration") is not None:
+        match = _DURATION.match(body["duration"])
+        if not match:
+            raise BadRequestError("field 'duration' must look like 30s, 15m, 12h or 30d")
+        delta = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+        expires_at = datetime.now(timezone.utc) + delta
+    if not auth.is_admin:
+        team_id = team_id or auth.subject["team_id"]
+        user_id = user_id or (auth.subject["user_id"] if team_id is None else None)
+        _owner_check(team_id, user_id)
+    if user_id is None and team_id is None:
+        user_id = auth.subject["user_id"]
+    if user_id is None and team_id is None:
+        raise BadRequestError("a key is issued to someone: give user_id or team_id")
+    if team_id is not None and components.store.get_team(team_id) is None:
+        raise BadRequestError(f"team {team_id} does not exist (create it with /team/new)", code="unknown_team")
+    if user_id is not None:
+        components.store.create_user(user_id, if_missing=True)
+    key, info = components.store.create_key(user_id=user_id, team_id=team_id, organization_id=org_id,
+                                            alias=alias, models=models, expires_at=expires_at)
+    return jsonify({"key": key, **_key_view(info)})
+
+
+@bp.get("/key/info")
+def key_info():
+    components = _components()
+    key = request.args.get("key")
+    if key is None:
+        raise BadRequestError("missing query parameter 'key'")
+    info = components.store.get_key_info(key)
+    if info is None:
+        raise NotFoundError("no such key")
+    _owner_check(info["team_id"], info["user_id"])
+    return jsonify({"key": info["key_hash"], "info": {**_key_view(info), **_spend_view("key", info["key_hash"])}})
+
+
+@bp.post("/key/delete")
+def key_delete():
+    body = _body({"keys": list, "key_aliases": list})
+    keys = _string_list(body.get("keys"), "keys")
+    aliases = _string_list(body.get("key_aliases"), "key_aliases")
+    if not keys and not aliases:
+        raise BadRequestError("give 'keys' or 'key_aliases' to delete")
+    components = _components()
+    if not g.auth.is_admin:
+        if aliases:
+            raise Forbidden("only an admin may delete keys by alias")
+        for key in keys:
+            info = components.store.get_key_info(key)
+            if info is None:
+                raise NotFoundError("no such key")
+            _owner_check(info["team_id"], info["user_id"])
+    deleted = components.store.delete_keys(keys, aliases=aliases)
+    for key in keys:
+        components.authenticator.forget_key(key)
+    if deleted == 0:
+        raise NotFoundError("no such key")
+    return jsonify({"deleted_keys": deleted})
+
+
+# teams -------------------------------------------------------------------------------
+def _team_view(team: dict) -> dict:
+    return {
+        "team_id": team["team_id"],
+        "team_alias": team["team_alias"],
+        "organization_id": team["organization_id"],
+        "models": team["models"],
+        "blocked": team["blocked"],
+        "created_at": _iso(team["created_at"]),
+    }
+
+
+@bp.post("/team/new")
+def team_new():
+    body = _body({"team_id": str, "team_alias": str, "models": list, "organization_id": str})
+    team_id = _id(body.get("team_id"), "team_id") or str(uuid.uuid4())
+    alias = _id(body.get("team_alias"), "team_alias")
+    org_id = _id(body.get("organization_id"), "organization_id")
+    models = _string_list(body.get("models"), "models")
+    team = _components().store.create_team(team_id, alias=alias, organization_id=org_id, models=models)
+    return jsonify(_team_view(team))
+
+
+@bp.get("/team/info")
+def team_info():
+    team_id = _query_id("team_id", g.auth.subject["team_id"])
+    if team_id is None:
+        raise BadRequestError("missing query parameter 'team_id'")
+    _owner_check(team_id, None)
+    team = _components().store.get_team(team_id)
+    if team is None:
+        raise NotFoundError(f"team {team_id} does not exist")
+    return jsonify({"team_id": team_id, "team_info": {**_team_view(team), **_spend_view("team", team_id)}})
+
+
+def _set_blocked(blocked: bool):
+    body = _body({"team_id": str})
+    team_id = _id(body.get("team_id"), "team_id", required=True)
+    components = _components()
+    # JWT teams come from the IdP: blocking one without a record creates the record.
+    team = components.store.set_team_blocked(team_id, blocked)
+    components.block_sync.pushed(team_id, blocked)
+    return jsonify(_team_view(team))
+
+
+@bp.post("/team/block")
+def team_block():
+    return _set_blocked(True)
+
+
+@bp.post("/team/unblock")
+def team_unblock():
+    return _set_blocked(False)
+
+
+# users -------------------------------------------------------------------------------
+def _user_view(user: dict) -> dict:
+    return {"user_id": user["user_id"], "user_email": user["user_email"], "created_at": _iso(user["created_at"])}
+
+
+@bp.post("/user/new")
+def user_new():
+    body = _body({"user_id": str, "user_email": str})
+    user_id = _id(body.get("user_id"), "user_id") or str(uuid.uuid4())
+    email = body.get("user_email")
+    if email is not None and (email.count("@") != 1 or len(email) > 320):
+        raise BadRequestError("field 'user_email' must be an email address")
+    user = _components().store.create_user(user_id, email=email)
+    _components().facts.created(user_id)
+    return jsonify(_user_view(user))
+
+
+@bp.get("/user/info")
+def user_info():
+    user_id = _query_id("user_id", g.auth.subject["user_id"])
+    if user_id is None:
+        raise BadRequestError("missing query parameter 'user_id'")
+    _owner_check(None, user_id)
+    user = _components().store.get_user(user_id)
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    return jsonify({"user_id": user_id, "user_info": {**_user_view(user), **_spend_view("user", user_id)}})
+
+
+# spend -------------------------------------------------------------------------------
+def _date(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadRequestError(f"query parameter '{name}' must be an ISO date (2025-01-31)") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _log_view(row: dict) -> dict:
+    row = dict(row)
+    for name in ("started_at", "ended_at"):
+        row[name] = _iso(row.get(name))
+    row["spend"] = _usd(row["spend_nanos"])
+    return row
+
+
+@bp.get("/spend/logs")
+def spend_logs():
+    user_id = _query_id("user_id")
+    team_id = _query_id("team_id")
+    auth = g.auth
+    if not auth.is_admin:
+        # A non-admin sees its own team's logs (team role) or its own (user role).
+        team_id = team_id or auth.subject["team_id"]
+        user_id = user_id if team_id else (user_id or auth.subject["user_id"])
+        _owner_check(team_id, user_id)
+    try:
+        limit = int(request.args.get("limit", "1000"))
+    except ValueError:
+        raise BadRequestError("query parameter 'limit' must be an integer") from None
+    if not 1 <= limit <= 10_000:
+        raise BadRequestError("query parameter 'limit' must be between 1 and 10000")
+    rows = _components().store.spend_logs(user_id=user_id, team_id=team_id, start=_date("start_date"),
+                                          end=_date("end_date"), limit=limit)
+    return jsonify([_log_view(r) for r in rows])
+
+
+@bp.get("/global/spend")
+def global_spend():
+    summary = _components().store.global_summary()
+    return jsonify({"spend": _usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"],
+                    "requests": summary["requests"], "max_budget": None})

@@ -1,0 +1,33 @@
+"""Prometheus metrics. With several gunicorn workers, PROMETHEUS_MULTIPROC_DIR (set by
+`regate serve`) makes /metrics aggregate every worker."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+DECISIONS = Counter("regate_decisions_total", "Authorization decisions by result and first reason.",
+                    ["result", "reason"])
+DECISION_SECONDS = Histogram("regate_decision_seconds", "Time to get a decision from OPA.",
+                             buckets=_LATENCY_BUCKETS)
+UPSTREAM_SECONDS = Histogram("regate_upstream_seconds", "Time until the model upstream's response headers.",
+                             ["model"], buckets=_LATENCY_BUCKETS)
+REQUESTS = Counter("regate_requests_total", "Requests answered, by status code.", ["status"])
+IN_FLIGHT = Gauge("regate_requests_in_flight", "Requests being handled.", multiprocess_mode="livesum")
+SPEND_EVENTS = Counter("regate_spend_events_total",
+                       "Spend-writer events: written, retries, spooled, queue_full, replayed, unpriced.", ["event"])
+SPEND_QUEUED = Gauge("regate_spend_queue_depth", "Spend records waiting to be written.", multiprocess_mode="livesum")
+STATE_SYNCS = Counter("regate_state_syncs_total", "Pushes of blocked-team state into OPA.", ["kind", "result"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics text and its content type, aggregated over workers when multiprocess."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

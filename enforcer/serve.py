@@ -1,0 +1,170 @@
+"""`regate serve`: the enforcer under gunicorn, with a managed OPA unless --opa-url is given.
+
+Worker class: gevent. A streamed completion holds its connection for seconds to
+minutes; with gevent each one costs a greenlet (a few KiB), so one worker holds
+thousands at once, where sync/gthread workers would need a thread per stream.
+Every blocking call here (sockets via urllib3, psycopg 3, SQLite briefly) is
+gevent-aware or short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from gunicorn.app.base import BaseApplication
+
+import compiler
+from regate.errors import RegateError
+
+from .settings import Settings
+
+log = logging.getLogger("regate.serve")
+ROOT = Path(__file__).resolve().parent.parent
+OPA_VERSION = "1.22.3"
+
+
+def find_opa() -> str:
+    """The OPA binary for the managed mode: $REGATE_OPA_BIN, `opa` on PATH, or the project's cached build."""
+    for candidate in (os.environ.get("REGATE_OPA_BIN"), shutil.which("opa"), str(ROOT / f".cache/opa/{OPA_VERSION}/opa")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RegateError("no OPA binary: pass --opa-url, set REGATE_OPA_BIN, or run scripts/ensure-opa",
+                      code="opa_not_found")
+
+
+class ManagedOpa:
+    """A local `opa run --server` child on loopback, loaded with the compiled bundle."""
+
+    def __init__(self, bundle: Path, *, port: int, opa_bin: str | None = None):
+        self.bundle = bundle
+        self.port = port
+        self.opa_bin = opa_bin or find_opa()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        cmd = [self.opa_bin, "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--disable-telemetry",
+               "--log-level", "error", "--bundle", str(self.bundle)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RegateError(f"OPA exited with status {self.proc.returncode}", code="opa_failed")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health?bundles", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RegateError(f"OPA did not become ready within {timeout:.0f}s", code="opa_failed")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EnforcerApplication(BaseApplication):
+    """gunicorn with the enforcer app built inside each worker (after gevent's patching and the fork)."""
+
+    def __init__(self, settings: Settings, options: dict):
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        self.cfg.set("worker_exit", _worker_exit)
+
+    def load(self):
+        from .app import configure_logging, create_app
+
+        configure_logging()
+        return create_app(self.settings)
+
+
+def _worker_exit(server, worker):
+    # SIGTERM: gunicorn stops accepting, lets in-flight requests finish (graceful_timeout),
+    # then this runs in the worker: flush queued spend so none is lost.
+    app = getattr(worker, "wsgi", None)
+    components = getattr(app, "extensions", {}).get("regate") if app is not None else None
+    if components is not None:
+        components.close()
+
+
+def gunicorn_options(host: str, port: int, workers: int) -> dict:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gevent",
+        "worker_connections": 10_000,
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "keepalive": 75,
+        # Large enough that an oversized token reaches the app and gets its 401;
+        # anything beyond this is refused by gunicorn itself (400) before parsing.
+        "limit_request_field_size": 16_384,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+    }
+
+
+def serve(args) -> int:
+    logging.basicConfig(level="INFO", format="%(message)s")
+    config = compiler.load_config(args.config)
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    settings = Settings.from_config(config, opa_url=args.opa_url or "http://127.0.0.1:0",
+                                    database_url=args.database_url)
+    # Fail before forking on what would fail in every worker: unset env vars, bad upstream URLs.
+    from .upstreams import Upstreams
+
+    Upstreams(config.deployments, environ=settings.environ).close()
+    managed = None
+    multiproc_dir = None
+    master_pid = os.getpid()
+    try:
+        if not args.opa_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            bundle = compiler.bundle.write(compiler.bundle_files(config), settings.data_dir / "bundle.tar.gz")
+            managed = ManagedOpa(bundle, port=_free_port())
+            managed.start()
+            log.info("managed OPA %s on %s", OPA_VERSION, managed.url)
+            settings = Settings.from_config(config, opa_url=managed.url, database_url=args.database_url)
+        if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiproc_dir = tempfile.mkdtemp(prefix="regate-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+        log.info("regate enforcer on http://%s:%d (OPA %s)", args.host, args.port, settings.opa_url)
+        EnforcerApplication(settings, gunicorn_options(args.host, args.port, args.workers)).run()
+        return 0
+    finally:
+        # gunicorn forks workers from inside run(); when a worker exits, this frame unwinds
+        # in the worker too. Only the master owns the OPA child and the metrics dir.
+        if os.getpid() == master_pid:
+            if managed:
+                managed.stop()
+            if multiproc_dir:
+                shutil.rmtree(multiproc_dir, ignore_errors=True)
