@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from regate.errors import ConfigError
 
-from . import bundle, loader, render, semantics, validate
+from . import bundle, loader, render, semantics, signing, validate
 from .model import Config
 
 
@@ -27,14 +27,18 @@ def load_config(path: str | os.PathLike) -> Config:
     return config
 
 
-def bundle_files(config: Config) -> dict[str, bytes]:
-    """Every file of the bundle for `config`, .manifest included."""
+def bundle_files(config: Config, *, signing_key: str | os.PathLike | None = None,
+                 signing_alg: str | None = None, key_id: str | None = None) -> dict[str, bytes]:
+    """Every file of the bundle for `config`: .manifest included, .signatures.json with a signing key."""
     name = PurePosixPath(config.source_file).name
-    return bundle.with_manifest(render.render(config), config_sha256=config.source_sha256, config_name=name)
+    files = bundle.with_manifest(render.render(config), config_sha256=config.source_sha256, config_name=name)
+    if signing_key is not None:
+        files[signing.SIGNATURES_FILE] = signing.signatures(files, signing_key, algorithm=signing_alg, key_id=key_id)
+    return files
 
 
-def compile_file(path: str | os.PathLike, out: str | os.PathLike) -> Config:
-    """`regate compile`: load, check, render and write the bundle at `out`."""
+def compile_file(path: str | os.PathLike, out: str | os.PathLike, **signing_options) -> Config:
+    """`regate compile`: load, check, render (and sign) and write the bundle at `out`."""
     config = load_config(path)
-    bundle.write(bundle_files(config), out)
+    bundle.write(bundle_files(config, **signing_options), out)
     return config

@@ -85,24 +85,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class EnforcerApplication(BaseApplication):
-    """gunicorn with the enforcer app built inside each worker (after gevent's patching and the fork)."""
+class GunicornApp(BaseApplication):
+    """gunicorn running the WSGI app that `load_app()` builds inside each worker
+    (after the fork and gevent's patching, so sockets, locks and threads are cooperative)."""
 
-    def __init__(self, settings: Settings, options: dict):
-        self.settings = settings
+    def __init__(self, load_app, options: dict):
+        self._load_app = load_app
         self.options = options
         super().__init__()
 
     def load_config(self):
         for key, value in self.options.items():
             self.cfg.set(key, value)
-        self.cfg.set("worker_exit", _worker_exit)
 
     def load(self):
-        from .app import configure_logging, create_app
+        return self._load_app()
 
-        configure_logging()
-        return create_app(self.settings)
+
+def _load_enforcer(settings: Settings):
+    from .app import configure_logging, create_app
+
+    configure_logging()
+    return create_app(settings)
 
 
 def _worker_exit(server, worker):
@@ -128,6 +132,7 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict:
         # Large enough that an oversized token reaches the app and gets its 401;
         # anything beyond this is refused by gunicorn itself (400) before parsing.
         "limit_request_field_size": 16_384,
+        "worker_exit": _worker_exit,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
@@ -160,7 +165,7 @@ def serve(args) -> int:
             multiproc_dir = tempfile.mkdtemp(prefix="regate-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
         log.info("regate enforcer on http://%s:%d (OPA %s)", args.host, args.port, settings.opa_url)
-        EnforcerApplication(settings, gunicorn_options(args.host, args.port, args.workers)).run()
+        GunicornApp(lambda: _load_enforcer(settings), gunicorn_options(args.host, args.port, args.workers)).run()
         return 0
     finally:
         # gunicorn forks workers from inside run(); when a worker exits, this frame unwinds

@@ -17,7 +17,8 @@ EXIT_USAGE = 2  # the input (config, arguments, output path) needs fixing
 def _compile(args) -> int:
     import compiler
 
-    config = compiler.compile_file(args.config, args.output)
+    config = compiler.compile_file(args.config, args.output, signing_key=args.signing_key,
+                                   signing_alg=args.signing_alg, key_id=args.key_id)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
     print(f"wrote {args.output}", file=sys.stderr)
@@ -35,6 +36,21 @@ def _serve(args) -> int:
     return serve(args)
 
 
+def _bundle_serve(args) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    from enforcer.bundle_service import serve_bundles
+
+    return serve_bundles(args)
+
+
+def _signing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--signing-key", help="PEM private key: sign the bundle (.signatures.json, as OPA verifies it)")
+    p.add_argument("--signing-alg", choices=["RS256", "ES256"], help="default: RS256 for RSA keys, ES256 for EC keys")
+    p.add_argument("--key-id", help="the key id OPA looks the verification key up by (default: 'default')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"regate {__version__}")
@@ -44,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the LiteLLM proxy config.yaml")
     p.add_argument("-o", "--output", default="bundle.tar.gz",
                    help="OUT ending in .tar.gz writes a bundle tarball, anything else a bundle directory (default: bundle.tar.gz)")
+    _signing_options(p)
     p.set_defaults(run=_compile)
 
     p = sub.add_parser("serve", help="run the enforcer (and a managed OPA unless --opa-url is given)")
@@ -56,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PostgreSQL URL (env DATABASE_URL); without it a SQLite file is used")
     p.add_argument("--workers", type=int, default=int(os.environ.get("REGATE_WORKERS", "1")))
     p.set_defaults(run=_serve)
+
+    bundle = sub.add_parser("bundle", help="bundle tools").add_subparsers(dest="bundle_command", required=True,
+                                                                          metavar="SUBCOMMAND")
+    p = bundle.add_parser("serve", help="serve the compiled bundle to OPAs (ETag, long polling), recompiling on change")
+    p.add_argument("--config", required=True, help="the LiteLLM proxy config.yaml to compile and watch")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8282)
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between checks of the config file")
+    _signing_options(p)
+    p.set_defaults(run=_bundle_serve)
 
     return parser
 

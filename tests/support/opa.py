@@ -11,6 +11,10 @@ import urllib.request
 from .net import free_port, wait_for_http
 
 
+class OpaStartError(RuntimeError):
+    """Raised when OPA exits or never becomes ready; the message is OPA's own output."""
+
+
 class OpaServer:
     """Start/stop/restart a real OPA; query decisions and write runtime state through its REST API."""
 
@@ -34,12 +38,18 @@ class OpaServer:
         if self.bundle:
             cmd += ["--bundle", self.bundle]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_for_http(f"{self.url}/health" + ("?bundles" if wait_bundle and (self.bundle or self.config_file) else ""), timeout=30)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"OPA did not start: {self.output()}") from None
-        return self
+        health = f"{self.url}/health" + ("?bundles" if wait_bundle and (self.bundle or self.config_file) else "")
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise OpaStartError(self.output())
+            try:
+                wait_for_http(health, timeout=0.2)
+                return self
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise OpaStartError(f"not ready after 30 s: {self.output()}") from None
 
     def output(self) -> str:
         if self.proc and self.proc.poll() is not None and self.proc.stdout:

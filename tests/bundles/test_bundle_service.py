@@ -1,0 +1,95 @@
+"""The bundle service: OPA's bundle protocol (ETag, 304, long polling), recompiling on change."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+
+import pytest
+from flask.testing import FlaskClient
+
+from enforcer.bundle_service import BUNDLE_CONTENT_TYPE, BUNDLE_PATH, BundleSource, create_bundle_app
+
+CONFIG_V1 = "general_settings:\n  enable_jwt_auth: true\n  litellm_jwtauth:\n    team_allowed_routes: [openai_routes]\n"
+CONFIG_V2 = CONFIG_V1.replace("[openai_routes]", "[openai_routes, /spend/logs]")
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG_V1)
+    return path
+
+
+@pytest.fixture
+def source(config):
+    s = BundleSource(config)
+    assert s.refresh() is True
+    return s
+
+
+@pytest.fixture
+def client(source) -> FlaskClient:
+    return create_bundle_app(source).test_client()
+
+
+def test_serves_the_bundle_with_etag(client, source):
+    resp = client.get(BUNDLE_PATH)
+    assert resp.status_code == 200
+    assert resp.headers["ETag"] == source.etag
+    assert resp.headers["Content-Type"] == BUNDLE_CONTENT_TYPE  # tells OPA long polling is supported
+    with tarfile.open(fileobj=io.BytesIO(resp.data)) as tar:
+        assert "/.manifest" in tar.getnames()
+
+
+def test_unchanged_bundle_is_304(client, source):
+    resp = client.get(BUNDLE_PATH, headers={"If-None-Match": source.etag})
+    assert resp.status_code == 304
+    assert resp.data == b""
+    # OPA may send superseded etags after the current one.
+    assert client.get(BUNDLE_PATH, headers={"If-None-Match": f'"old", {source.etag}'}).status_code == 304
+    assert client.get(BUNDLE_PATH, headers={"If-None-Match": '"old"'}).status_code == 200
+
+
+def test_long_poll_returns_as_soon_as_a_new_revision_exists(client, source, config):
+    old = source.etag
+
+    def change():
+        time.sleep(0.3)
+        config.write_text(CONFIG_V2)
+        source.refresh()
+
+    threading.Thread(target=change).start()
+    started = time.monotonic()
+    resp = client.get(BUNDLE_PATH, headers={"If-None-Match": old, "Prefer": "modes=snapshot,delta;wait=10"})
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["ETag"] != old
+    assert 0.2 < elapsed < 5
+
+
+def test_long_poll_times_out_with_304(client, source):
+    started = time.monotonic()
+    resp = client.get(BUNDLE_PATH, headers={"If-None-Match": source.etag, "Prefer": "wait=1"})
+    assert resp.status_code == 304
+    assert time.monotonic() - started >= 0.9
+
+
+def test_broken_config_keeps_the_last_good_revision(client, source, config):
+    good = source.etag
+    config.write_text("general_settings:\n  enable_jwt_auth: maybe\n")
+    assert source.refresh() is False
+    health = client.get("/health").get_json()
+    assert health["etag"] == good
+    assert "expected true or false" in health["last_error"]
+    assert client.get(BUNDLE_PATH).headers["ETag"] == good
+    config.write_text(CONFIG_V2)
+    assert source.refresh() is True
+    assert client.get("/health").get_json()["last_error"] is None
+
+
+def test_same_content_is_not_a_new_revision(source, config):
+    config.write_text(CONFIG_V1)
+    assert source.refresh() is False
