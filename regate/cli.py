@@ -45,6 +45,24 @@ def _bundle_serve(args) -> int:
     return serve_bundles(args)
 
 
+def _demo(args) -> int:
+    from regate import demo
+
+    return demo.main(args)
+
+
+def _dev_token(args) -> int:
+    from regate import dev
+
+    return dev.token_command(args)
+
+
+def _dev_idp(args) -> int:
+    from regate import dev
+
+    return dev.idp_command(args)
+
+
 def _signing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", help="PEM private key: sign the bundle (.signatures.json, as OPA verifies it)")
     p.add_argument("--signing-alg", choices=["RS256", "ES256"], help="default: RS256 for RSA keys, ES256 for EC keys")
@@ -83,6 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between checks of the config file")
     _signing_options(p)
     p.set_defaults(run=_bundle_serve)
+
+    p = sub.add_parser("demo", help="run everything locally and tour the LiteLLM JWT-docs flows")
+    p.add_argument("--ci", action="store_true", default=os.environ.get("REGATE_DEMO_CI") == "1",
+                   help="non-interactive: run the tour on free ports, exit 0 when every decision is as expected")
+    p.set_defaults(run=_demo)
+
+    dev = sub.add_parser("dev", help="local development identity provider").add_subparsers(
+        dest="dev_command", required=True, metavar="SUBCOMMAND")
+    p = dev.add_parser("token", help="mint a JWT signed by the dev identity provider's key")
+    p.add_argument("--scope", action="append", help="a scope (repeatable)")
+    p.add_argument("--claim", action="append", metavar="NAME=VALUE", help="a claim (repeatable); JSON values keep their type")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default 3600)")
+    p.add_argument("--audience", default="regate-dev", help="aud claim ('' for none)")
+    p.add_argument("--issuer", help="iss claim (default: none)")
+    p.add_argument("--key-dir", default=".regate/dev-idp")
+    p.set_defaults(run=_dev_token)
+    p = dev.add_parser("idp", help="serve the dev key's JWKS and OpenID discovery")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8900)
+    p.add_argument("--key-dir", default=".regate/dev-idp")
+    p.set_defaults(run=_dev_idp)
 
     return parser
 
