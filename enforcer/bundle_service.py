@@ -112,7 +112,7 @@ def create_bundle_app(source: BundleSource) -> Flask:
 
 
 def serve_bundles(args) -> int:
-    from .serve import GunicornApp
+    from .serve import HARDENING, GunicornApp
 
     logging.basicConfig(level="INFO", format="%(message)s")
     signing = dict(signing_key=args.signing_key, signing_alg=args.signing_alg, key_id=args.key_id)
@@ -135,6 +135,7 @@ def serve_bundles(args) -> int:
         "timeout": MAX_WAIT_SECONDS + 30,
         "graceful_timeout": 5,
         "keepalive": 5,
+        **HARDENING,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",

@@ -18,9 +18,10 @@ from flask import Flask, current_app, g, request
 from regate.errors import RegateError
 
 from . import metrics
+from .bodies import json_body
 from .credentials import Credential
 from .decisions import Decision
-from .paths import canonical_path, request_target
+from .paths import NonCanonicalPath, canonical_path, request_target
 from .responses import error_response, from_error
 
 log = logging.getLogger("regate.access")
@@ -57,7 +58,7 @@ def _exempt(path: str) -> bool:
 def _request_model(path: str):
     if request.method != "POST" or path not in MODEL_ROUTES:
         return None
-    body = request.get_json(silent=True)
+    body = json_body()
     model = body.get("model") if isinstance(body, dict) else None
     g.model = model if isinstance(model, str) else None
     return g.model
@@ -90,6 +91,10 @@ def gate():
     components = current_app.extensions["regate"]
     try:
         path = canonical_path(request_target(request.environ))
+        if request.environ.get("SCRIPT_NAME") or request.path != path:
+            # Flask dispatches on PATH_INFO, which gunicorn shortens by a SCRIPT_NAME header from a
+            # trusted (by default loopback) peer: the decided path must be the dispatched one.
+            raise NonCanonicalPath("the request would be routed to another path than its target (SCRIPT_NAME)")
         credential = components.authenticator.authenticate(request.headers)
         decision = _decide(components, credential, path)
     except RegateError as e:

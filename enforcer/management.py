@@ -17,10 +17,12 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from regate.errors import BadRequestError, NotFoundError, RegateError
 
+from .bodies import json_body
+
 
 bp = Blueprint("management", __name__)
 
-_DURATION = re.compile(r"^(\d{1,6})([smhd])$")
+_DURATION = re.compile(r"^([1-9]\d{0,5})([smhd])$")  # a key that is born expired is a mistake
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 NANOS_PER_USD = Decimal(1_000_000_000)
@@ -44,7 +46,7 @@ def _components():
 
 def _body(allowed: dict[str, type]) -> dict:
     """The JSON body, with only `allowed` fields of the given types (None allowed for each)."""
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object (Content-Type: application/json)")
     for name, value in body.items():
@@ -146,12 +148,18 @@ def key_generate():
         user_id = auth.subject["user_id"]
     if user_id is None and team_id is None:
         raise BadRequestError("a key is issued to someone: give user_id or team_id")
-    if team_id is not None and components.store.get_team(team_id) is None:
+    team = components.store.get_team(team_id) if team_id is not None else None
+    if team_id is not None and team is None:
         raise BadRequestError(f"team {team_id} does not exist (create it with /team/new)", code="unknown_team")
-    if user_id is not None:
-        components.store.create_user(user_id, if_missing=True)
+    if team is not None and team["models"]:
+        # As in LiteLLM: a team key may use the team's models only, and gets them when it names none.
+        outside = sorted(set(models) - set(team["models"]))
+        if outside:
+            raise BadRequestError(f"model(s) {', '.join(outside)} are not among team {team_id}'s models",
+                                  code="model_not_in_team")
+        models = models or list(team["models"])
     key, info = components.store.create_key(user_id=user_id, team_id=team_id, organization_id=org_id,
-                                            alias=alias, models=models, expires_at=expires_at)
+                                            alias=alias, models=models, expires_at=expires_at, create_user=True)
     return jsonify({"key": key, **_key_view(info)})
 
 
@@ -222,9 +230,15 @@ def team_info():
         raise BadRequestError("missing query parameter 'team_id'")
     _owner_check(team_id, None)
     team = _components().store.get_team(team_id)
+    spend = _spend_view("team", team_id)
     if team is None:
-        raise NotFoundError(f"team {team_id} does not exist")
-    return jsonify({"team_id": team_id, "team_info": {**_team_view(team), **_spend_view("team", team_id)}})
+        # JWT teams come from the IdP and get a record only when managed (/team/new, /team/block):
+        # a team the caller belongs to, or one that has spent, exists all the same.
+        if spend["requests"] == 0 and team_id != g.auth.subject["team_id"]:
+            raise NotFoundError(f"team {team_id} does not exist")
+        team = {"team_id": team_id, "team_alias": None, "organization_id": None, "models": [], "blocked": False,
+                "created_at": None}
+    return jsonify({"team_id": team_id, "team_info": {**_team_view(team), **spend}})
 
 
 def _set_blocked(blocked: bool):

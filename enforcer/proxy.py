@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from regate.errors import BadRequestError, RegateError, UpstreamError
 
 from . import metrics
+from .bodies import json_body
 from .pricing import quote
 from .responses import from_error
 from .spend import SpendRecord
@@ -65,7 +66,7 @@ class _SpendContext:
 
 def _forward(kind: str):
     components = current_app.extensions["regate"]
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         return from_error(BadRequestError("the request body must be a JSON object"))
     spend = _SpendContext(components, request.path, g.model or "")
@@ -87,7 +88,9 @@ def _forward(kind: str):
             call.close()
         spend.record(call, "success" if call.ok else "failure")
         return Response(json.dumps(data), status=call.status, headers=call.headers)
-    return Response(_relay(call, spend), status=call.status, headers=call.headers, direct_passthrough=True)
+    # Not direct_passthrough: Werkzeug would hand the bare generator to the server, and the
+    # response's close callbacks (access log line, in-flight gauge) would never run.
+    return Response(_relay(call, spend), status=call.status, headers=call.headers)
 
 
 def _relay(call, spend: _SpendContext):

@@ -118,6 +118,11 @@ def _worker_exit(server, worker):
         components.close()
 
 
+# No control socket to leave behind, and no peer (not even loopback) may shorten the routed
+# path with a SCRIPT_NAME header or claim another scheme.
+HARDENING = {"control_socket_disable": True, "forwarded_allow_ips": ""}
+
+
 def gunicorn_options(host: str, port: int, workers: int) -> dict:
     return {
         "bind": f"{host}:{port}",
@@ -133,6 +138,7 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict:
         # anything beyond this is refused by gunicorn itself (400) before parsing.
         "limit_request_field_size": 16_384,
         "worker_exit": _worker_exit,
+        **HARDENING,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",

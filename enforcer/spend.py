@@ -30,6 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from enforcer import metrics
+
 if TYPE_CHECKING:  # the store imports SpendRecord from here; avoid a cycle at run time
     from enforcer.store import Store
 
@@ -234,6 +236,7 @@ class SpendWriter:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
+            metrics.SPEND_QUEUED.set(self._queue.qsize())
             if batch:
                 self._write_with_retry(batch)
                 continue
@@ -442,6 +445,8 @@ class SpendWriter:
         with self._counter_lock:
             for name, value in increments.items():
                 setattr(self._counters, name, getattr(self._counters, name) + value)
+        for name, value in increments.items():  # the same counts for Prometheus (queue_full is the alert)
+            metrics.SPEND_EVENTS.labels(name).inc(value)
 
 
 class _StoreDown(Exception):

@@ -3,7 +3,8 @@
 Each enforcer follows the store's append-only block log and applies each event to
 its own OPA (so a block made through any replica reaches every replica's OPA within
 a poll interval), pushes its own changes at once, and re-loads the whole state when
-OPA lost it (restart) — detected by the `sync_id` marker the full load writes.
+OPA lost it (restart) — detected by the `sync_id` marker a full load writes (several
+workers of one pod share an OPA: any worker's marker shows the state is there).
 Until the state is loaded, the policy refuses team requests (503), never allows them.
 """
 
@@ -76,7 +77,9 @@ class BlockSync:
                 self._follow_log()
 
     def _opa_has_state(self) -> bool:
-        return self._opa.get_state("sync_id") == self._sync_id
+        # Any full load's marker will do: the workers of one pod share their OPA, and each
+        # re-loading whenever another one had loaded last would keep them re-loading forever.
+        return isinstance(self._opa.get_state("sync_id"), str)
 
     def _full_load(self) -> None:
         seq, teams = self._store.blocked_teams_snapshot()

@@ -496,8 +496,13 @@ class Store:
         alias: str | None = None,
         models: Iterable[str] = (),
         expires_at: datetime | None = None,
+        create_user: bool = False,
     ) -> tuple[str, dict]:
-        """Issue a key; return (plaintext, info). The plaintext is never stored and cannot be shown again."""
+        """Issue a key; return (plaintext, info). The plaintext is never stored and cannot be shown again.
+
+        With create_user, a missing user_id record is created in the same transaction, so a
+        refused key (alias taken) leaves no user behind.
+        """
         if user_id is None and team_id is None:
             raise BadRequestError("a key must be issued to a user or a team (user_id or team_id)")
         for name, value in (("user_id", user_id), ("team_id", team_id), ("organization_id", organization_id), ("key_alias", alias)):
@@ -516,6 +521,9 @@ class Store:
             created_at=_now(),
         )
         with self._tx("key create", write=True) as conn:
+            if create_user and user_id is not None:
+                conn.execute(self._insert(users).values(user_id=user_id, user_email=None, created_at=_now())
+                             .on_conflict_do_nothing())
             row = conn.execute(self._insert(virtual_keys).values(**values).on_conflict_do_nothing().returning(*virtual_keys.c)).first()
             if row is None:  # the hash cannot collide in practice: it is the alias
                 raise ConflictError(f"a key with alias {alias!r} already exists")

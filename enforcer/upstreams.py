@@ -129,7 +129,7 @@ class Upstreams:
     """The configured model upstreams, resolved once at start."""
 
     def __init__(self, deployments: Sequence[Deployment], *, environ: Mapping[str, str] = os.environ,
-                 pool_maxsize: int = 64, connect_timeout: float = 3.0, default_timeout: float = 600.0,
+                 pool_maxsize: int = 1024, connect_timeout: float = 3.0, default_timeout: float = 600.0,
                  max_stream_seconds: float = 3600.0):
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout

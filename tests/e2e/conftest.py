@@ -128,3 +128,182 @@ def team_token(idp, team: str = "team-a", user: str = "u1", email: str | None = 
 
 def chat_body(model: str = "gpt-4o-mini", content: str = "hello there", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+# -- replicas on a shared PostgreSQL (state tests) -------------------------------------------
+from tests.support.postgres import postgres_cluster  # noqa: E402,F401 - session fixture for these tests
+
+
+class Replica:
+    """One enforcer pod: `regate serve` (gunicorn) beside its own OPA sidecar, on a shared database."""
+
+    def __init__(self, name: str, *, opa_bin: str, bundle: Path, env: dict[str, str], database_url: str,
+                 data_dir: Path, workers: int = 1):
+        self.name = name
+        self.opa = OpaServer(opa_bin, bundle=str(bundle))
+        self.enforcer = EnforcerProcess(EXAMPLE, env=env, opa_url=self.opa.url, database_url=database_url,
+                                        data_dir=data_dir, workers=workers)
+        self.client = Client(self.enforcer.url)
+
+    @property
+    def url(self) -> str:
+        return self.enforcer.url
+
+    def start(self) -> "Replica":
+        self.opa.start()
+        self.enforcer.start()
+        return self
+
+    def restart_enforcer(self) -> None:
+        """Stop gracefully and start again on the same port (and the same spool directory)."""
+        self.client.close()
+        self.enforcer.stop()
+        self.enforcer.start()
+
+    def stop(self) -> None:
+        self.client.close()
+        try:
+            self.enforcer.stop()
+        finally:
+            self.opa.stop()
+
+
+@pytest.fixture
+def pg_database(postgres_cluster) -> str:  # noqa: F811 - the fixture imported above
+    """A fresh, empty database on the session's PostgreSQL cluster (postgresql:// URL)."""
+    return postgres_cluster.create_database()
+
+
+@pytest.fixture
+def start_replicas(opa_bin, example_bundle, idp, upstream, pg_database, tmp_path):
+    """start_replicas(n, workers=1) -> [Replica, ...], all on the test's fresh PostgreSQL database."""
+    # The stand-in listens with socketserver's backlog of 5: several workers opening connections at
+    # once overflow it and the kernel resets some (seen as 502s). A real provider has room; give it some.
+    upstream._server.httpd.socket.listen(1024)
+    started: list[Replica] = []
+
+    def _start(count: int, *, workers: int = 1) -> list[Replica]:
+        replicas = []
+        for _ in range(count):
+            name = "ABCDEFGH"[len(started)]
+            replica = Replica(name, opa_bin=opa_bin, bundle=example_bundle, env=enforcer_env(idp, upstream),
+                              database_url=pg_database, data_dir=tmp_path / f"replica-{name}", workers=workers)
+            started.append(replica)
+            replicas.append(replica.start())
+        return replicas
+
+    yield _start
+    for replica in reversed(started):
+        replica.stop()
+
+
+def open_store(database_url: str):
+    """A Store on the replicas' database, for reading what the enforcers wrote (close it after use)."""
+    from enforcer.store import Store
+
+    return Store.from_url(database_url, default_sqlite_path="/nonexistent/unused.db", pool_size=2)
+
+
+def metric(replica, name: str, **labels: str) -> float:
+    """One sample of the replica's /metrics (summed over its workers); 0 when absent."""
+    status, text, _ = replica.client.get("/metrics")
+    assert status == 200
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == wanted:
+            total += float(value)
+    return total
+
+
+# -- shared by the flow, attack, outage, streaming and observability tests ---------------------
+@pytest.fixture
+def fresh_upstream(upstream):
+    """The session's upstream stand-in with nothing recorded and default behaviour (before and after)."""
+    from tests.support.mock_openai import Behavior
+
+    def reset() -> None:
+        upstream.clear()
+        upstream.default = Behavior()
+        upstream.by_model.clear()
+
+    reset()
+    yield upstream
+    reset()
+
+
+def assert_openai_error(body, status: int) -> str:
+    """Assert regate's OpenAI error shape ({"error": {message, type, param, code}}); return the message."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["code"] == str(status), error
+    assert isinstance(error["message"], str) and error["message"], error
+    return error["message"]
+
+
+def raw_request(url: str, method: str, target: str, *, headers: dict[str, str] | None = None,
+                body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes, dict[str, str]]:
+    """One request whose target is sent byte for byte as given (http.client does not normalise it,
+    unlike urllib3/requests); answers (status, body, lower-cased headers)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in {**(headers or {}), "Content-Length": str(len(body))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+class SseStream:
+    """A streaming chat completion on its own connection; http.client's read1 returns what has
+    arrived, so a test sees each chunk when the enforcer relays it."""
+
+    def __init__(self, base_url: str, token: str, body: dict, timeout: float = 10.0):
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base_url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        self.response = self.conn.getresponse()
+        self.received = b""
+
+    def read_events(self, count: int) -> list[bytes]:
+        """Read until `count` complete SSE events have arrived in total; answers all received so far."""
+        while self.received.count(b"\n\n") < count:
+            data = self.response.read1(65536)
+            if not data:
+                raise AssertionError(f"stream ended after {self.received!r}")
+            self.received += data
+        return [e + b"\n\n" for e in self.received.split(b"\n\n") if e]
+
+    def read_rest(self) -> bytes:
+        self.received += self.response.read()
+        return self.received
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {sample with sorted labels: value}, as `metric()` spells sample names."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            sample, _, value = line.rpartition(" ")
+            samples[sample] = samples.get(sample, 0.0) + float(value)
+    return samples
+
+
+def sample_name(name: str, **labels: str) -> str:
+    return name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")

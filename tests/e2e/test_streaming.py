@@ -1,0 +1,102 @@
+"""Server-sent-event streams through the real enforcer (gunicorn's gevent worker): chunks pass as
+they arrive, the usage of the final chunk is recorded as spend, and a client that leaves closes
+the upstream stream.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from tests.support.mock_openai import Behavior
+
+from .conftest import SseStream, chat_body, team_token
+
+# examples/regate.yaml prices gpt-4o-mini at 0.00000015 / 0.0000006 USD per token: in nano-USD
+INPUT_NANOS, OUTPUT_NANOS = 150, 600
+
+
+def spend_row(client, admin_token: str, team: str, request_id: str, timeout: float = 10.0) -> dict:
+    """The spend-log row of one request (the spend writer batches, so wait for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, rows, _ = client.get(f"/spend/logs?team_id={team}", token=admin_token)
+        assert status == 200, rows
+        found = [r for r in rows if r["request_id"] == request_id]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no spend row for request {request_id}: {rows}")
+        time.sleep(0.1)
+
+
+def test_first_chunk_arrives_before_the_upstream_finishes(enforcer, idp, fresh_upstream):
+    hold = threading.Event()
+    fresh_upstream.push(Behavior(hold=hold))  # after its first chunk, the upstream waits for `hold`
+    stream = SseStream(enforcer.url, team_token(idp, team="team-stream"), chat_body(stream=True, max_tokens=5))
+    try:
+        assert stream.response.status == 200
+        assert stream.response.getheader("Content-Type").startswith("text/event-stream")
+        [first] = stream.read_events(1)
+        # The client holds the first chunk while the upstream is still inside its stream.
+        [upstream_call] = fresh_upstream.requests
+        assert not hold.is_set() and not upstream_call.completed and fresh_upstream.streams_completed == 0
+        assert first == upstream_call.sent[0]
+        assert b'"role":"assistant"' in first
+        hold.set()
+        body = stream.read_rest()
+    finally:
+        hold.set()
+        stream.close()
+    assert upstream_call.completed
+    assert body == upstream_call.response_body  # byte for byte what the upstream sent
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+def test_usage_of_the_final_chunk_is_recorded(client, enforcer, idp, admin_token, fresh_upstream):
+    team = f"team-usage-{time.monotonic_ns()}"
+    status, body, headers = client.post("/v1/chat/completions",
+                                        chat_body(content="count these five words", stream=True, max_tokens=7),
+                                        token=team_token(idp, team=team, user="stream-user"))
+    assert status == 200
+    [received] = fresh_upstream.requests
+    # the client did not ask for usage; regate asks the upstream, so spend can be recorded
+    assert received.body["stream_options"] == {"include_usage": True}
+    usage_events = [json.loads(e[6:]) for e in body.split("\n\n") if e.startswith("data: {") and '"usage":{' in e]
+    assert usage_events[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 7, "total_tokens": 11}
+
+    row = spend_row(client, admin_token, team, headers["X-Request-ID"])
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (4, 7, 11)
+    assert row["spend_nanos"] == 4 * INPUT_NANOS + 7 * OUTPUT_NANOS
+    assert (row["status"], row["model"], row["user_id"]) == ("success", "gpt-4o-mini", "stream-user")
+
+
+def test_client_disconnect_closes_the_upstream_stream(client, enforcer, idp, admin_token, fresh_upstream):
+    team = f"team-leaver-{time.monotonic_ns()}"
+    # 400 chunks 50 ms apart: 20 s if nobody stops it
+    fresh_upstream.push(Behavior(chunk_delay=0.05))
+    stream = SseStream(enforcer.url, team_token(idp, team=team), chat_body(stream=True, max_tokens=400))
+    request_id = stream.response.getheader("X-Request-ID")
+    try:
+        stream.read_events(3)
+    finally:
+        stream.close()  # the client goes away mid-stream
+    assert fresh_upstream.disconnected.wait(10), "the upstream stream was not closed"
+    [upstream_call] = fresh_upstream.requests
+    assert not upstream_call.completed and fresh_upstream.streams_completed == 0
+    assert len(upstream_call.sent) < 100
+
+    row = spend_row(client, admin_token, team, request_id)
+    assert row["status"] == "incomplete"
+
+
+def test_upstream_breaking_off_ends_the_stream_with_an_error_event(client, idp, fresh_upstream):
+    fresh_upstream.push(Behavior(drop_after_chunks=3))
+    status, body, _ = client.post("/v1/chat/completions", chat_body(stream=True), token=team_token(idp))
+    assert status == 200
+    events = [e for e in body.split("\n\n") if e]
+    assert len(events) == 4 and all(e.startswith("data: {") for e in events)
+    error = json.loads(events[-1][6:])["error"]
+    assert error["code"] == "502" and "closed the connection" in error["message"]
