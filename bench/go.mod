@@ -1,0 +1,3 @@
+module regate.local/bench
+
+go 1.22
