@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from .credentials import Authenticator, UserFacts
+from .decision_cache import DecisionCache
 from .decisions import OpaClient
 from .settings import Settings
 from .spend import SpendWriter
@@ -44,6 +45,8 @@ class Components:
         self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir)
         self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
                                     check_interval=settings.state_check_interval)
+        self.decisions = DecisionCache(self.opa, ttl=settings.decision_cache_ttl,
+                                       generation=lambda: self.block_sync.generation)
 
     def start(self) -> None:
         self.store.migrate()

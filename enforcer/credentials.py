@@ -9,15 +9,15 @@ missing one is sent to the policy as `none`, which decides the 401.
 from __future__ import annotations
 
 import hmac
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from regate.errors import TokenError
 
 from .store import Store, hash_key
 from .tokens import TokenVerifier
+from .ttl_cache import TtlCache
 
 # Headers LiteLLM accepts a key in, in the order they are read.
 CREDENTIAL_HEADERS = ("Authorization", "x-litellm-api-key", "api-key", "x-api-key")
@@ -63,31 +63,6 @@ def read_bearer(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-class _TtlCache:
-    """A small thread-safe TTL cache (per worker) so hot keys do not hit the store on every call."""
-
-    def __init__(self, ttl: float, maxsize: int = 10_000, clock: Callable[[], float] = time.monotonic):
-        self.ttl, self.maxsize, self.clock = ttl, maxsize, clock
-        self._items: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: str, default=None):
-        item = self._items.get(key)
-        if item is None or item[0] < self.clock():
-            return default
-        return item[1]
-
-    def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            if len(self._items) >= self.maxsize:
-                self._items.clear()  # crude but bounded; entries are cheap to refetch
-            self._items[key] = (self.clock() + self.ttl, value)
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-
 _MISSING = object()
 
 
@@ -98,7 +73,7 @@ class Authenticator:
         self._store = store
         self._verifier = verifier
         self._jwt_enabled = jwt_enabled
-        self._keys = _TtlCache(key_cache_ttl)
+        self._keys = TtlCache(key_cache_ttl)
 
     def authenticate(self, headers: Mapping[str, str]) -> Credential:
         token = read_bearer(headers)
@@ -167,7 +142,7 @@ class UserFacts:
         self._store = store
         self._fields = (user_field, email_field)
         self._enabled = enabled
-        self._cache = _TtlCache(ttl)
+        self._cache = TtlCache(ttl)
 
     def user_id(self, credential: Credential) -> str | None:
         """The user id the policy derives: the user claim, else (as in LiteLLM) the email claim."""

@@ -71,6 +71,11 @@ def parse_decision(result: Any) -> Decision:
                     {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert)
 
 
+def encode_input(input_doc: dict) -> bytes:
+    """The body of a decision request; equal documents give equal bytes (the decision cache's key)."""
+    return json.dumps({"input": input_doc}, separators=(",", ":"), sort_keys=True).encode()
+
+
 class OpaClient:
     """Decisions and runtime-state writes against one OPA server."""
 
@@ -104,7 +109,10 @@ class OpaClient:
         raise AssertionError("unreachable")
 
     def decide(self, input_doc: dict) -> Decision:
-        body = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
+        return self.decide_encoded(encode_input(input_doc))
+
+    def decide_encoded(self, body: bytes) -> Decision:
+        """The decision for a request body made by encode_input."""
         response = self._send("POST", DECISION_PATH, body)
         if response.status != 200:
             raise DecisionError(f"the policy engine answered HTTP {response.status}", code="decision_unavailable")

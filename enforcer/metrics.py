@@ -14,6 +14,8 @@ DECISIONS = Counter("regate_decisions_total", "Authorization decisions by result
                     ["result", "reason"])
 DECISION_SECONDS = Histogram("regate_decision_seconds", "Time to get a decision from OPA.",
                              buckets=_LATENCY_BUCKETS)
+DECISION_CACHE = Counter("regate_decision_cache_total", "Decisions answered from the cache (hit) or by OPA (miss).",
+                         ["result"])
 UPSTREAM_SECONDS = Histogram("regate_upstream_seconds", "Time until the model upstream's response headers.",
                              ["model"], buckets=_LATENCY_BUCKETS)
 REQUESTS = Counter("regate_requests_total", "Requests answered, by status code.", ["status"])

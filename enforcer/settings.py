@@ -26,7 +26,7 @@ def resolve_secret(value: str | None, what: str, environ: Mapping[str, str]) -> 
     return resolved
 
 
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+def _float(environ: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
@@ -34,8 +34,8 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise RegateError(f"{name} must be a number, got {raw!r}", code="invalid_setting") from None
-    if value <= 0:
-        raise RegateError(f"{name} must be > 0, got {raw!r}", code="invalid_setting")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise RegateError(f"{name} must be > 0{' or 0' if allow_zero else ''}, got {raw!r}", code="invalid_setting")
     return value
 
 
@@ -54,6 +54,7 @@ class Settings:
     state_check_interval: float = 2.0  # seconds between checks that OPA still holds the state
     user_cache_ttl: float = 5.0
     key_cache_ttl: float = 2.0
+    decision_cache_ttl: float = 0.5  # seconds a decision is reused for the same input; 0 = ask OPA every time
     max_body_bytes: int = 10 * 1024 * 1024
     max_management_body_bytes: int = 64 * 1024
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
@@ -79,6 +80,7 @@ class Settings:
             jwt=jwt,
             master_key=resolve_secret(config.master_key, "general_settings.master_key", environ),
             opa_timeout=_float(environ, "REGATE_OPA_TIMEOUT", 1.0),
+            decision_cache_ttl=_float(environ, "REGATE_DECISION_CACHE_TTL", 0.5, allow_zero=True),
             environ=environ,
         )
         values.update(overrides)

@@ -31,6 +31,7 @@ class BlockSync:
         self._poll = poll_interval
         self._check_every = max(1, round(check_interval / poll_interval))
         self._seq: int | None = None  # last block event applied to OPA; None = needs a full load
+        self.generation = 0  # bumped whenever OPA's state may have changed (the decision cache's key)
         self._sync_id: str | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -54,12 +55,14 @@ class BlockSync:
     def request_full_sync(self) -> None:
         """Called when a decision said the state is missing: re-load now, not at the next check."""
         self._seq = None
+        self.generation += 1
         self._wake.set()
 
     def pushed(self, team_id: str, blocked: bool) -> None:
         """A block/unblock just committed through this replica: apply it to OPA before answering."""
         try:
             self._opa.patch_blocked(team_id, blocked)
+            self.generation += 1
             metrics.STATE_SYNCS.labels("push", "ok").inc()
         except RegateError as e:
             metrics.STATE_SYNCS.labels("push", "error").inc()
@@ -86,6 +89,7 @@ class BlockSync:
         sync_id = f"{uuid.uuid4().hex}:{seq}"
         self._opa.put_state({"blocked_teams": {t: True for t in teams}, "sync_id": sync_id})
         self._seq, self._sync_id = seq, sync_id
+        self.generation += 1
         metrics.STATE_SYNCS.labels("full", "ok").inc()
         log.info("loaded %d blocked teams into OPA (block log at %d)", len(teams), seq)
 
@@ -95,6 +99,7 @@ class BlockSync:
             for seq, team_id, blocked in events:
                 self._opa.patch_blocked(team_id, blocked)
                 self._seq = seq
+                self.generation += 1
                 metrics.STATE_SYNCS.labels("event", "ok").inc()
             if len(events) < EVENT_PAGE:  # a full page means there may be more
                 return

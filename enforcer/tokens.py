@@ -33,6 +33,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from regate.errors import KeySetError, RegateError, TokenError
 
+from .ttl_cache import TtlCache
+
 log = logging.getLogger("regate.enforcer.tokens")
 
 # --- stable error codes (TokenError.code) -------------------------------------------------
@@ -586,13 +588,24 @@ class TokenVerifier:
     one), only asymmetric algorithms are accepted, and keys named by the token are refused.
     """
 
-    def __init__(self, settings: JwtSettings, keyset: KeySet | None = None, *, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: JwtSettings, keyset: KeySet | None = None, *, clock: Callable[[], float] = time.time,
+                 cache_size: int = 4096):
         self.settings = settings
         self.keyset = keyset if keyset is not None else KeySet(settings)
         self._clock = clock
+        # token -> (claims, alg, kid, the key that verified it). The signature check is most of a
+        # verification's cost; a cached one counts only while the keyset still serves that very key
+        # object (every fetch makes new ones), and the claims are re-checked on every use.
+        self._verified = TtlCache(settings.public_key_ttl, maxsize=cache_size)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, as they are, once signature and time/aud/iss checks pass."""
+        cached = self._verified.get(token) if isinstance(token, str) else None
+        if cached is not None:
+            claims, alg, kid, key = cached
+            if any(candidate is key for candidate in self.keyset.get(kid, alg)):
+                self._check_claims(claims)
+                return claims
         parsed = parse_token(token, self.settings.max_token_bytes)
         alg, kid = _check_header(parsed.header)
         candidates = self.keyset.get(kid, alg)
@@ -602,17 +615,19 @@ class TokenVerifier:
             if kid is None:
                 raise _reject(UNKNOWN_KEY, "no signing key fits the token's algorithm")
             raise _reject(UNKNOWN_KEY, "token key id is not in the identity provider's key set")
-        self._check_signature(token, alg, candidates)
+        key = self._check_signature(token, alg, candidates)
         self._check_claims(parsed.claims)
+        self._verified.put(token, (parsed.claims, alg, kid, key))
         return parsed.claims
 
     @staticmethod
-    def _check_signature(token: str, alg: str, candidates: list[SigningKey]) -> None:
+    def _check_signature(token: str, alg: str, candidates: list[SigningKey]) -> SigningKey:
+        """The candidate that verifies the token's signature."""
         verifier = _JWS_BY_ALG[alg]
         for candidate in candidates:
             try:
                 verifier.decode_complete(token, key=candidate.key, algorithms=[alg])
-                return
+                return candidate
             except (jwt.PyJWTError, ValueError, TypeError):  # this key does not verify it; try the next
                 continue
         raise _reject(BAD_SIGNATURE, "token signature is invalid")

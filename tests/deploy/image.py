@@ -173,11 +173,17 @@ class ImageRoot:
         subprocess.run([python, "-m", "venv", "--without-pip", str(target)], check=True)
         site = Path(subprocess.run([str(target / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                    check=True, capture_output=True, text=True).stdout.strip())
+        # Copied, not linked: the image's user may not be allowed into the checkout's .venv
+        # (a clone under a root-only directory such as mktemp's).
         for dist in runtime_distributions(self.requirements()):
             for top in sorted({f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] != ".."}):
-                link = site / top
-                if not link.exists():
-                    link.symlink_to(Path(dist.locate_file(top)))
+                source, copy = Path(dist.locate_file(top)), site / top
+                if copy.exists() or not source.exists():
+                    continue
+                if source.is_dir():
+                    shutil.copytree(source, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(source, copy)
 
     def requirements(self) -> list[str]:
         """What the deps stage installs: its own extraction command run on pyproject.toml."""

@@ -84,6 +84,18 @@ def run_as_opa(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=10, **opa_user())
 
 
+@pytest.fixture(scope="module")
+def opa_bin(opa_bin):
+    """The OPA binary copied where OPA's user may execute it (the checkout may be root-only)."""
+    directory = Path(tempfile.mkdtemp(prefix="regate-opa-bin-"))
+    directory.chmod(0o755)
+    copy = directory / "opa"
+    shutil.copy2(opa_bin, copy)
+    copy.chmod(0o755)
+    yield str(copy)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture
 def shared_dir():
     """A temp dir OPA's user may read (pytest's own tmp dir is root-only)."""

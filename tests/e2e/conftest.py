@@ -176,17 +176,14 @@ def pg_database(postgres_cluster) -> str:  # noqa: F811 - the fixture imported a
 
 @pytest.fixture
 def start_replicas(opa_bin, example_bundle, idp, upstream, pg_database, tmp_path):
-    """start_replicas(n, workers=1) -> [Replica, ...], all on the test's fresh PostgreSQL database."""
-    # The stand-in listens with socketserver's backlog of 5: several workers opening connections at
-    # once overflow it and the kernel resets some (seen as 502s). A real provider has room; give it some.
-    upstream._server.httpd.socket.listen(1024)
+    """start_replicas(n, workers=1, env=None) -> [Replica, ...], all on the test's fresh PostgreSQL database."""
     started: list[Replica] = []
 
-    def _start(count: int, *, workers: int = 1) -> list[Replica]:
+    def _start(count: int, *, workers: int = 1, env: dict[str, str] | None = None) -> list[Replica]:
         replicas = []
         for _ in range(count):
             name = "ABCDEFGH"[len(started)]
-            replica = Replica(name, opa_bin=opa_bin, bundle=example_bundle, env=enforcer_env(idp, upstream),
+            replica = Replica(name, opa_bin=opa_bin, bundle=example_bundle, env={**enforcer_env(idp, upstream), **(env or {})},
                               database_url=pg_database, data_dir=tmp_path / f"replica-{name}", workers=workers)
             started.append(replica)
             replicas.append(replica.start())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.support.forge import OMIT
 from tests.support.mock_openai import Behavior
 from tests.support.opa import OpaServer
 
-from .conftest import UPSTREAM_KEY, Client, assert_openai_error, chat_body, enforcer_env, team_token
+from .conftest import UPSTREAM_KEY, Client, assert_openai_error, chat_body, enforcer_env, metric, team_token
 
 # What the upstream may see: the headers regate builds, plus the W3C trace context it forwards.
 UPSTREAM_HEADER_NAMES = {"host", "content-type", "content-length", "accept", "accept-encoding", "user-agent",
@@ -214,6 +215,23 @@ def test_unknown_model_is_400_and_not_forwarded(client, idp, fresh_upstream):
     message = assert_openai_error(body, 400)
     assert "gpt-9-imaginary" in message and body["error"]["type"] == "invalid_request_error"
     assert fresh_upstream.requests == []
+
+
+def test_a_block_overrides_cached_decisions_at_once(client, idp, admin_token, fresh_upstream):
+    """Repeated requests are answered from the decision cache, yet a block (or unblock) through
+    this enforcer applies to the very next request: the cache is keyed by the state generation."""
+    token = team_token(idp, "cache-team", "cache-user")
+    enforcer = SimpleNamespace(client=client)
+    hits = metric(enforcer, "regate_decision_cache_total", result="hit")
+    for _ in range(4):  # the first creates the user (never cached), the second knows it exists
+        assert client.get("/v1/models", token=token)[0] == 200
+    assert metric(enforcer, "regate_decision_cache_total", result="hit") >= hits + 2
+    for path, expected in (("/team/block", 403), ("/team/unblock", 200)):
+        status, body, _ = client.post(path, {"team_id": "cache-team"}, token=admin_token)
+        assert status == 200, body
+        status, body, headers = client.get("/v1/models", token=token)
+        assert status == expected, body
+        assert reason(headers) == ("team_blocked" if expected == 403 else None)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

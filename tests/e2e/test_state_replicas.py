@@ -62,7 +62,9 @@ class Poller:
 
 
 def test_block_reaches_every_replica_and_survives_restarts(start_replicas, idp, admin_token):
-    a, b = start_replicas(2)
+    # Without the decision cache, which would answer from memory through a quick OPA restart
+    # (for up to its 0.5 s TTL) and hide the gap this test watches.
+    a, b = start_replicas(2, env={"REGATE_DECISION_CACHE_TTL": "0"})
     blocked_team = team_token(idp, "rep-blocked", "rep-u1")
     other_team = team_token(idp, "rep-other", "rep-u2")
     for replica in (a, b):

@@ -304,6 +304,30 @@ def test_time_claims_with_leeway(idp, verifier, claims, offset, code):
         assert rejection(checker, token).code == code
 
 
+def test_a_verified_token_is_not_reverified_while_its_key_is_served(fresh_idp, monkeypatch):
+    checks = []
+    original = TokenVerifier._check_signature
+    monkeypatch.setattr(TokenVerifier, "_check_signature",
+                        staticmethod(lambda *args: checks.append(1) or original(*args)))
+    clock = FakeClock()
+    verifier = verifier_for(fresh_idp, clock)
+    token = fresh_idp.mint()
+    assert verifier.verify(token) == verifier.verify(token)
+    assert len(checks) == 1
+    clock.advance(TTL)  # the keyset refetches: new key objects, so the token is verified again
+    verifier.verify(token)
+    assert len(checks) == 2 and fresh_idp.fetch_count == 2
+
+
+def test_a_cached_token_still_expires(idp, verifier):
+    now = [1000.0]
+    checker = TokenVerifier(verifier.settings, verifier.keyset, clock=lambda: now[0])
+    token = idp.mint({"iat": OMIT, "exp": 1100})
+    assert checker.verify(token)["exp"] == 1100
+    now[0] = 1100 + checker.settings.leeway
+    assert rejection(checker, token).code == "token_expired"
+
+
 # --- where keys come from ---------------------------------------------------------------------
 
 

@@ -1,0 +1,106 @@
+"""enforcer.decision_cache against a real OPA serving the example bundle."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import compiler
+from enforcer.decision_cache import DecisionCache
+from enforcer.decisions import OpaClient
+from regate.errors import DecisionError
+from tests.support.opa import OpaServer
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "regate.yaml"
+TEAM = {"team_id": "team-a", "sub": "u1", "email": "dev@example.com"}
+
+
+def team_input(team: str = "team-a", user_exists: bool = True) -> dict:
+    return {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "gpt-4o-mini"},
+            "credential": {"type": "jwt", "claims": dict(TEAM, team_id=team)},
+            "facts": {"user_id": "u1", "user_exists": user_exists}}
+
+
+class CountingOpa(OpaClient):
+    """The real client, counting the decisions it asks OPA for."""
+
+    asked = 0
+
+    def decide_encoded(self, body: bytes):
+        self.asked += 1
+        return super().decide_encoded(body)
+
+
+@pytest.fixture(scope="module")
+def opa_server(opa_bin, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache") / "bundle.tar.gz"
+    compiler.bundle.write(compiler.bundle_files(compiler.load_config(EXAMPLE)), out)
+    with OpaServer(opa_bin, bundle=str(out)) as server:
+        server.put_state({"blocked_teams": {}, "sync_id": "test"})
+        yield server
+
+
+@pytest.fixture
+def opa(opa_server):
+    client = CountingOpa(opa_server.url)
+    yield client
+    client.close()
+
+
+def test_a_repeated_input_is_answered_once_by_opa(opa):
+    cache = DecisionCache(opa, ttl=60, generation=lambda: 0)
+    first = cache.decide(team_input())
+    assert first.allow and cache.decide(team_input()) == first
+    assert opa.asked == 1
+    assert not cache.decide(team_input(team="team-b") | {"request": {"method": "POST", "path": "/key/generate"}}).allow
+    assert opa.asked == 2
+
+
+def test_a_state_change_is_seen_at_once(opa, opa_server):
+    generation = [0]
+    cache = DecisionCache(opa, ttl=60, generation=lambda: generation[0])
+    assert cache.decide(team_input("team-c")).allow
+    opa_server.put_state({"blocked_teams": {"team-c": True}, "sync_id": "test"})
+    try:
+        generation[0] += 1  # what BlockSync does once the block is in OPA
+        decision = cache.decide(team_input("team-c"))
+        assert not decision.allow and decision.reason == "team_blocked"
+    finally:
+        opa_server.put_state({"blocked_teams": {}, "sync_id": "test"})
+
+
+def test_entries_expire_after_the_ttl(opa):
+    cache = DecisionCache(opa, ttl=0.2, generation=lambda: 0)
+    cache.decide(team_input())
+    time.sleep(0.25)
+    cache.decide(team_input())
+    assert opa.asked == 2
+
+
+@pytest.mark.parametrize("ttl", [0, 60])
+def test_upserts_and_a_disabled_cache_always_ask(opa, ttl):
+    """A decision that creates a user is never reused, and ttl 0 turns the cache off."""
+    cache = DecisionCache(opa, ttl=ttl, generation=lambda: 0)
+    for _ in range(3):
+        assert cache.decide(team_input(user_exists=False)).upsert_user
+    assert opa.asked == 3
+    for _ in range(2):
+        cache.decide(team_input())
+    assert opa.asked == (5 if ttl == 0 else 4)
+
+
+def test_a_failure_to_decide_is_not_remembered(opa_bin, tmp_path):
+    server = OpaServer(opa_bin, bundle=None).start(wait_bundle=False)  # no policy: the decision is undefined
+    client = CountingOpa(server.url)
+    try:
+        cache = DecisionCache(client, ttl=60, generation=lambda: 0)
+        for _ in range(2):
+            with pytest.raises(DecisionError) as info:
+                cache.decide(team_input())
+            assert info.value.code == "decision_undefined"
+        assert client.asked == 2
+    finally:
+        client.close()
+        server.stop()
