@@ -132,6 +132,7 @@ class _Builder:
             self.claim_types()
             self.email_domains()
             self.users()
+            self.team_models()
         else:
             self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
                      _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")
@@ -248,6 +249,26 @@ class _Builder:
         self.add("test_virtual_key_of_team_may_call_team_route", "a key with a team takes the team role", doc, True, 200)
         other = {"request": dict(doc["request"], model="model-b"), "credential": doc["credential"]}
         self.add("test_virtual_key_limited_to_its_models", "/key/generate models", other, False, 403, "model_not_allowed")
+
+    def team_models(self):
+        p = self.policy
+        path = _allowed_path(p.routes["team"].value)
+        if not (path and p.team_field.value):
+            return
+        claims = self.claims_for("team")
+        team = {"team_id": TEAM, "team_models": ["model-a"]}
+
+        def doc(model: str, facts: dict) -> dict:
+            token = self.token(claims, path)
+            token["request"]["model"] = model
+            token["facts"] = {**token.get("facts", {}), **facts}
+            return token
+
+        why = "/team/new models"
+        self.add("test_team_may_use_its_models", why, doc("model-a", team), True, 200)
+        self.add("test_team_limited_to_its_models", why, doc("model-b", team), False, 403, "model_not_allowed")
+        self.add("test_team_models_for_another_team_fail_closed", "facts count only for the team id the policy derives",
+                 doc("model-a", dict(team, team_id="someone-else")), False, 403, "model_not_allowed")
 
 
 def _slug(path: str) -> str:

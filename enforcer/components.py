@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from .credentials import Authenticator, UserFacts
+from .credentials import Authenticator, Facts
 from .decision_cache import DecisionCache
 from .decisions import OpaClient
 from .settings import Settings
@@ -34,11 +34,12 @@ class Components:
         self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=verifier,
                                            jwt_enabled=bool(policy.jwt_enabled.value),
                                            key_cache_ttl=settings.key_cache_ttl)
-        self.facts = UserFacts(
+        self.facts = Facts(
             self.store,
             user_field=policy.user_field.value.name if policy.user_field.value else None,
             email_field=policy.email_field.value.name if policy.email_field.value else None,
-            enabled=policy.checks_user_existence,
+            team_field=policy.team_field.value.name if policy.team_field.value else None,
+            checks_users=policy.checks_user_existence,
             ttl=settings.user_cache_ttl,
         )
         self.upstreams = Upstreams(config.deployments, environ=settings.environ)

@@ -134,37 +134,56 @@ def claim_value(claims: Mapping[str, Any], name: str | None) -> Any:
     return node
 
 
-class UserFacts:
-    """`facts` for the OPA input: whether the user the token names exists (cached briefly)."""
+class Facts:
+    """`facts` for the OPA input, from the store (cached briefly): whether the user the token
+    names exists, and the models its team is limited to (`/team/new` `models`)."""
 
-    def __init__(self, store: Store, *, user_field: str | None, email_field: str | None, enabled: bool,
-                 ttl: float = 5.0):
+    def __init__(self, store: Store, *, user_field: str | None, email_field: str | None, team_field: str | None,
+                 checks_users: bool, ttl: float = 5.0):
         self._store = store
-        self._fields = (user_field, email_field)
-        self._enabled = enabled
-        self._cache = TtlCache(ttl)
+        self._user_fields = (user_field, email_field)
+        self._team_field = team_field
+        self._checks_users = checks_users
+        self._users = TtlCache(ttl)
+        self._teams = TtlCache(ttl)
 
     def user_id(self, credential: Credential) -> str | None:
         """The user id the policy derives: the user claim, else (as in LiteLLM) the email claim."""
-        if credential.type != "jwt":
-            return None
-        for name in self._fields:
-            value = claim_value(credential.claims, name)
-            if isinstance(value, str) and value:
-                return value
-        return None
+        return _first_string(credential, self._user_fields)
 
     def for_credential(self, credential: Credential) -> dict | None:
-        if not self._enabled:
-            return None
-        user_id = self.user_id(credential)
-        if user_id is None:
-            return None
-        exists = self._cache.get(user_id)
-        if exists is None:
-            exists = self._store.user_exists(user_id)
-            self._cache.put(user_id, exists)
-        return {"user_id": user_id, "user_exists": exists}
+        facts: dict = {}
+        user_id = self.user_id(credential) if self._checks_users else None
+        if user_id is not None:
+            exists = self._users.get(user_id)
+            if exists is None:
+                exists = self._store.user_exists(user_id)
+                self._users.put(user_id, exists)
+            facts.update(user_id=user_id, user_exists=exists)
+        team_id = _first_string(credential, (self._team_field,))
+        if team_id is not None:
+            models = self._teams.get(team_id)
+            if models is None:
+                team = self._store.get_team(team_id)
+                models = tuple(team["models"] or ()) if team else ()
+                self._teams.put(team_id, models)
+            if models:
+                facts.update(team_id=team_id, team_models=list(models))
+        return facts or None
 
     def created(self, user_id: str) -> None:
-        self._cache.put(user_id, True)
+        self._users.put(user_id, True)
+
+    def team_changed(self, team_id: str) -> None:
+        self._teams.drop(team_id)
+
+
+def _first_string(credential: Credential, names) -> str | None:
+    """The first of the named claims that is a non-empty string (JWTs only)."""
+    if credential.type != "jwt":
+        return None
+    for name in names:
+        value = claim_value(credential.claims, name)
+        if isinstance(value, str) and value:
+            return value
+    return None

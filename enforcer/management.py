@@ -220,6 +220,7 @@ def team_new():
     org_id = _id(body.get("organization_id"), "organization_id")
     models = _string_list(body.get("models"), "models")
     team = _components().store.create_team(team_id, alias=alias, organization_id=org_id, models=models)
+    _components().facts.team_changed(team_id)
     return jsonify(_team_view(team))
 
 

@@ -56,6 +56,7 @@ def check(decision, allow, status, reason):
 ADMIN = {"scope": "openid litellm_proxy_admin", "sub": "admin-1"}
 TEAM = {"team_id": "team-a", "sub": "u1", "email": "dev@example.com"}
 KNOWN = {"user_id": "u1", "user_exists": True}
+TEAM_MODELS = dict(KNOWN, team_id="team-a", team_models=["gpt-4o-mini"])
 REGATE_TABLE = [
     ("admin scope as string", jwt(ADMIN, "/key/generate"), True, 200, None),
     ("admin scope as list", jwt({"scope": ["openid", "litellm_proxy_admin"]}, "/key/generate"), True, 200, None),
@@ -100,6 +101,12 @@ REGATE_TABLE = [
     ("user id as list", jwt(dict(TEAM, sub=["u1"]), facts=KNOWN), False, 401, "invalid_claims"),
     ("email as bool", jwt(dict(TEAM, email=True), facts=KNOWN), False, 401, "invalid_claims"),
     ("unknown user is upserted", jwt(TEAM, facts={"user_id": "u1", "user_exists": False}), True, 200, None),
+    ("team within its models", jwt(TEAM, facts=TEAM_MODELS, model="gpt-4o-mini"), True, 200, None),
+    ("team outside its models", jwt(TEAM, facts=TEAM_MODELS, model="gpt-4o"), False, 403, "model_not_allowed"),
+    ("team models of another team", jwt(TEAM, facts=dict(TEAM_MODELS, team_id="team-b"), model="gpt-4o-mini"),
+     False, 403, "model_not_allowed"),
+    ("admin is not limited by team models", jwt(dict(ADMIN, team_id="team-a"), "/key/generate",
+                                                facts=TEAM_MODELS, model="gpt-4o"), True, 200, None),
     ("missing credential", {"request": {"method": "GET", "path": "/v1/models"}, "credential": {"type": "none"}},
      False, 401, "missing_credential"),
     ("master key anywhere", {"request": {"method": "POST", "path": "/anything/at/all"}, "credential": {"type": "master_key"}},

@@ -190,6 +190,21 @@ def test_azure_deployment_routing(client, idp, fresh_upstream):
     assert received.body["messages"] == request["messages"]
 
 
+def test_team_models_limit_the_teams_tokens(client, idp, admin_token, fresh_upstream):
+    """As in LiteLLM: a team created with `models` may call only those, with its JWTs too."""
+    status, body, _ = client.post("/team/new", {"team_id": "team-limited", "models": ["gpt-4o-mini"]},
+                                  token=admin_token)
+    assert status == 200, body
+    token = team_token(idp, team="team-limited", user="limited-u1")
+    assert client.post("/v1/chat/completions", chat_body(), token=token)[0] == 200
+    status, body, headers = client.post("/v1/chat/completions", chat_body(model="azure-gpt-4o"), token=token)
+    assert status == 403 and reason(headers) == "model_not_allowed", body
+    assert "team-limited may not use model azure-gpt-4o" in assert_openai_error(body, 403)
+    assert [r.body.get("model") for r in fresh_upstream.requests] == ["gpt-4o-mini"]
+    # Another team's tokens are not limited by it.
+    assert client.post("/v1/chat/completions", chat_body(model="azure-gpt-4o"), token=team_token(idp))[0] == 200
+
+
 def test_models_lists_the_configured_names(client, idp, fresh_upstream):
     status, body, _ = client.get("/v1/models", token=team_token(idp))
     assert status == 200, body

@@ -132,6 +132,20 @@ _access_denials["model_not_allowed"] := sprintf("this key may not use model %s",
 	not input.request.model in input.credential.key.models
 }
 
+_access_denials["model_not_allowed"] := sprintf("team %s may not use model %s", [identity.team_id, input.request.model]) if {
+	input.credential.type == "jwt"
+	roles.role == "team"
+	is_string(input.request.model)
+	count(input.facts.team_models) > 0
+	not _team_may_use_model
+}
+
+# Facts about another team than the one derived here limit this one all the same (fail closed).
+_team_may_use_model if {
+	input.facts.team_id == identity.team_id
+	input.request.model in input.facts.team_models
+}
+
 _access_denials["user_not_found"] := sprintf("user %s does not exist; create it with /user/new", [identity.user_id]) if {
 	users.missing
 }

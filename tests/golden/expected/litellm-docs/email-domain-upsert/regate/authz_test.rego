@@ -286,6 +286,36 @@ test_unknown_user_is_upserted if {
 	d.upsert_user == true
 }
 
+# /team/new models
+test_team_may_use_its_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com"}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "team_id": "team-a", "team_models": ["model-a"]}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+}
+
+# /team/new models
+test_team_limited_to_its_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com"}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "team_id": "team-a", "team_models": ["model-a"]}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+}
+
+# facts count only for the team id the policy derives
+test_team_models_for_another_team_fail_closed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com"}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "team_id": "someone-else", "team_models": ["model-a"]}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+}
+
 # a key with a team takes the team role
 test_virtual_key_of_team_may_call_team_route if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}}
