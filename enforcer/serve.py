@@ -170,6 +170,16 @@ def serve(args) -> int:
         if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             multiproc_dir = tempfile.mkdtemp(prefix="regate-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+        # Migrate once before forking: a store that cannot be reached or migrated stops the start
+        # here with its own message, instead of every worker failing to boot. (Imported only now:
+        # the store imports the metrics, which must see PROMETHEUS_MULTIPROC_DIR when first loaded.)
+        from .store import Store
+
+        store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path))
+        try:
+            store.migrate()
+        finally:
+            store.close()
         log.info("regate enforcer on http://%s:%d (OPA %s)", args.host, args.port, settings.opa_url)
         GunicornApp(lambda: _load_enforcer(settings), gunicorn_options(args.host, args.port, args.workers)).run()
         return 0

@@ -19,6 +19,8 @@ import hashlib
 import logging
 import os
 import secrets
+import sqlite3
+import time
 from collections import defaultdict
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -195,6 +197,20 @@ class _RetryableError(StoreError):
     """A transaction lost a deadlock or serialization race; running it again is safe."""
 
 
+def _switch_to_wal(cursor, timeout: float) -> None:
+    """PRAGMA journal_mode=WAL, retried: on a new file, processes switching it at once get
+    "database is locked" at once (SQLite's busy timeout does not cover this pragma)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Store:
     """Users, teams, keys, blocks and spend on SQLite or PostgreSQL. See module docstring."""
 
@@ -260,7 +276,7 @@ class Store:
             # lazily before the first write, so reads of one transaction would not share a snapshot.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cur, busy_timeout)
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 

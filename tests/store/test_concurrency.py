@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
 from collections import Counter
@@ -148,3 +149,33 @@ def test_block_snapshots_are_consistent_with_the_event_log_under_concurrent_writ
             if s <= seq:
                 state[team] = is_blocked
         assert sorted(t for t, b in state.items() if b) == blocked, seq
+
+
+def _open_and_migrate(path: str, barrier, results) -> None:
+    from enforcer.store import Store
+
+    barrier.wait()  # every process opens the new file at once, as the workers of one `regate serve`
+    try:
+        store = Store.from_url(None, default_sqlite_path=path)
+        store.migrate()
+        store.close()
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported by the test
+        results.put(repr(e))
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_start(tmp_path):
+    """Switching a new file to WAL is not covered by SQLite's busy timeout: without a retry,
+    about one round in ten had a process fail with "database is locked"."""
+    context = multiprocessing.get_context("fork")
+    outcomes: Counter = Counter()
+    for round_ in range(12):
+        barrier, results = context.Barrier(4), context.Queue()
+        path = str(tmp_path / f"round-{round_}.db")
+        processes = [context.Process(target=_open_and_migrate, args=(path, barrier, results)) for _ in range(4)]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(60)
+        outcomes.update(results.get(timeout=5) for _ in processes)
+    assert outcomes == Counter({"ok": 48})
