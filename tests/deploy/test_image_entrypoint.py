@@ -93,7 +93,8 @@ def test_image_modules_come_from_the_image_tree(image):
     assert result.returncode == 0, result.stderr
     for path in json.loads(result.stdout):
         assert path.startswith(str(image.path("/app"))), path
-    compiled = image.run(["python", "-m", "regate.cli", "compile", str(files.EXAMPLE_CONFIG), "-o",
+    image.mount(files.EXAMPLE_CONFIG, "/etc/regate/check.yaml")  # the checkout may be closed to the image's user
+    compiled = image.run(["python", "-m", "regate.cli", "compile", str(image.path("/etc/regate/check.yaml")), "-o",
                           str(image.path("/var/lib/regate/check.tar.gz"))], env=env, capture_output=True, text=True,
                          timeout=60)
     assert compiled.returncode == 0, compiled.stderr
