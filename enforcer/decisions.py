@@ -11,7 +11,7 @@ into exceptions without the body; a decision client is forty lines on urllib3.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -37,6 +37,7 @@ class Decision:
     role: str | None
     subject: dict[str, str | None]
     upsert_user: bool
+    decision_id: str | None = None  # OPA's, when its decision log is on: the access log names it
 
     @property
     def reason(self) -> str | None:
@@ -120,7 +121,11 @@ class OpaClient:
             doc = json.loads(response.data)
         except ValueError:
             raise DecisionError("the policy engine answered with invalid JSON", code="decision_malformed") from None
-        return parse_decision(doc.get("result") if isinstance(doc, dict) else None)
+        if not isinstance(doc, dict):
+            return parse_decision(None)
+        decision = parse_decision(doc.get("result"))
+        decision_id = doc.get("decision_id")
+        return replace(decision, decision_id=decision_id) if isinstance(decision_id, str) else decision
 
     def healthy(self) -> bool:
         """OPA is up and has activated its bundle."""

@@ -88,8 +88,9 @@ def gate():
     try:
         path = canonical_path(request_target(request.environ))
         if request.environ.get("SCRIPT_NAME") or request.path != path:
-            # Flask dispatches on PATH_INFO, which gunicorn shortens by a SCRIPT_NAME header from a
-            # trusted (by default loopback) peer: the decided path must be the dispatched one.
+            # Flask dispatches on PATH_INFO, which a WSGI server may shorten by a SCRIPT_NAME
+            # header (gunicorn's default trusts loopback peers with it; `regate serve` trusts
+            # none): whatever server runs the app, the decided path must be the dispatched one.
             raise NonCanonicalPath("the request would be routed to another path than its target (SCRIPT_NAME)")
         credential = components.authenticator.authenticate(request.headers)
         decision = _decide(components, credential, path)
@@ -121,6 +122,7 @@ def _access_fields(response) -> dict:
     subject = decision.subject if decision else {}
     return {
         "request_id": g.get("request_id"),
+        "decision_id": decision.decision_id if decision else None,
         "method": request.method,
         "path": request_target(request.environ).split("?", 1)[0][:256],
         "status": response.status_code,

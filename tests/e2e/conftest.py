@@ -95,7 +95,8 @@ def enforcer_env(idp, upstream) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def opa(opa_bin, example_bundle):
-    server = OpaServer(opa_bin, bundle=str(example_bundle)).start()
+    # With its decision log on, as deploy/ runs it: the enforcer's access log names OPA's decision ids.
+    server = OpaServer(opa_bin, bundle=str(example_bundle), extra_args=("--set", "decision_logs.console=true")).start()
     yield server
     server.stop()
 

@@ -97,7 +97,20 @@ def test_in_flight_gauge_counts_open_streams(client, enforcer, idp, fresh_upstre
     assert metric(m, "regate_requests_in_flight") == idle
 
 
-def test_one_json_access_line_per_request(client, enforcer, idp, fresh_upstream):
+def opa_decisions(opa) -> dict[str, dict]:
+    """OPA's console decision log, by decision id."""
+    entries = {}
+    for raw in list(opa.log_lines):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "decision_id" in entry:
+            entries[entry["decision_id"]] = entry
+    return entries
+
+
+def test_one_json_access_line_per_request(client, enforcer, opa, idp, fresh_upstream):
     token = team_token(idp, team="team-logs", user="log-user")
     ids = {}
     _, _, headers = client.post("/v1/chat/completions", chat_body(), token=token)
@@ -115,9 +128,17 @@ def test_one_json_access_line_per_request(client, enforcer, idp, fresh_upstream)
     by_id = lines_of(enforcer, list(ids.values()))
     assert all(len(lines) == 1 for lines in by_id.values()), by_id
     line = {name: by_id[rid][0] for name, rid in ids.items()}
-    assert line["allowed"] | {"ms": 0} == {
-        "request_id": ids["allowed"], "method": "POST", "path": "/v1/chat/completions", "status": 200,
-        "reason": None, "role": "team", "user_id": "log-user", "team_id": "team-logs", "model": "gpt-4o-mini", "ms": 0}
+    assert line["allowed"] | {"ms": 0, "decision_id": None} == {
+        "request_id": ids["allowed"], "decision_id": None, "method": "POST", "path": "/v1/chat/completions",
+        "status": 200, "reason": None, "role": "team", "user_id": "log-user", "team_id": "team-logs",
+        "model": "gpt-4o-mini", "ms": 0}
+    # The decision ids are OPA's: its decision log has each one, for this request's input.
+    logged = opa_decisions(opa)
+    for name, path in (("allowed", "/v1/chat/completions"), ("denied", "/key/generate")):
+        decision_id = line[name]["decision_id"]
+        assert isinstance(decision_id, str) and decision_id in logged, (name, line[name])
+        assert logged[decision_id]["input"]["request"]["path"] == path
+    assert line["bad_token"]["decision_id"] is None and line["bad_path"]["decision_id"] is None  # refused before OPA
     assert (line["denied"]["status"], line["denied"]["reason"], line["denied"]["role"]) == (
         403, "route_not_allowed", "team")
     assert (line["bad_token"]["status"], line["bad_token"]["role"]) == (401, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +39,10 @@ class OpaServer:
         if self.bundle:
             cmd += ["--bundle", self.bundle]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Drained as it comes: OPA's decision log (console) would otherwise fill the pipe and stall it.
+        self.log_lines = []
+        self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
         health = f"{self.url}/health" + ("?bundles" if wait_bundle and (self.bundle or self.config_file) else "")
         deadline = time.monotonic() + 30
         while True:
@@ -51,10 +56,15 @@ class OpaServer:
                     self.stop()
                     raise OpaStartError(f"not ready after 30 s: {self.output()}") from None
 
+    def _drain(self, stream) -> None:
+        for line in stream:
+            self.log_lines.append(line.rstrip("\n"))
+
     def output(self) -> str:
-        if self.proc and self.proc.poll() is not None and self.proc.stdout:
-            return self.proc.stdout.read()
-        return ""
+        """What OPA printed (all of it once it has exited)."""
+        if self.proc and self.proc.poll() is not None:
+            self._reader.join(timeout=5)
+        return "\n".join(self.log_lines)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -65,6 +75,7 @@ class OpaServer:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc and self.proc.stdout:
+            self._reader.join(timeout=5)
             self.proc.stdout.close()
 
     def restart(self) -> None:
