@@ -32,7 +32,6 @@ class BlockSync:
         self._check_every = max(1, round(check_interval / poll_interval))
         self._seq: int | None = None  # last block event applied to OPA; None = needs a full load
         self.generation = 0  # bumped whenever OPA's state may have changed (the decision cache's key)
-        self._sync_id: str | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -88,7 +87,7 @@ class BlockSync:
         seq, teams = self._store.blocked_teams_snapshot()
         sync_id = f"{uuid.uuid4().hex}:{seq}"
         self._opa.put_state({"blocked_teams": {t: True for t in teams}, "sync_id": sync_id})
-        self._seq, self._sync_id = seq, sync_id
+        self._seq = seq
         self.generation += 1
         metrics.STATE_SYNCS.labels("full", "ok").inc()
         log.info("loaded %d blocked teams into OPA (block log at %d)", len(teams), seq)
