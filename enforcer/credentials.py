@@ -63,9 +63,6 @@ def read_bearer(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-_MISSING = object()
-
-
 class Authenticator:
     def __init__(self, *, master_key: str | None, store: Store, verifier: TokenVerifier | None,
                  jwt_enabled: bool, key_cache_ttl: float = 2.0):
@@ -92,10 +89,7 @@ class Authenticator:
 
     def _virtual_key(self, token: str) -> Credential:
         digest = hash_key(token)
-        record = self._keys.get(digest, _MISSING)
-        if record is _MISSING:
-            record = self._store.find_key(token)
-            self._keys.put(digest, record)
+        record = self._keys.fetch(digest, lambda _: self._store.find_key(token))
         if record is None:
             raise TokenError("unknown or deleted key", code="invalid_key")
         if record["expires_at"] is not None and record["expires_at"].timestamp() <= time.time():
@@ -155,21 +149,18 @@ class Facts:
         facts: dict = {}
         user_id = self.user_id(credential) if self._checks_users else None
         if user_id is not None:
-            exists = self._users.get(user_id)
-            if exists is None:
-                exists = self._store.user_exists(user_id)
-                self._users.put(user_id, exists)
+            exists = self._users.fetch(user_id, self._store.user_exists)
             facts.update(user_id=user_id, user_exists=exists)
         team_id = _first_string(credential, (self._team_field,))
         if team_id is not None:
-            models = self._teams.get(team_id)
-            if models is None:
-                team = self._store.get_team(team_id)
-                models = tuple(team["models"] or ()) if team else ()
-                self._teams.put(team_id, models)
+            models = self._teams.fetch(team_id, self._team_models)
             if models:
                 facts.update(team_id=team_id, team_models=list(models))
         return facts or None
+
+    def _team_models(self, team_id: str) -> tuple[str, ...]:
+        team = self._store.get_team(team_id)
+        return tuple(team["models"] or ()) if team else ()
 
     def created(self, user_id: str) -> None:
         self._users.put(user_id, True)

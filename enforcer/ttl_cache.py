@@ -21,6 +21,15 @@ class TtlCache:
             return default
         return item[1]
 
+    def fetch(self, key: Hashable, load: Callable[[Hashable], Any]) -> Any:
+        """The cached value, else `load(key)`, cached (None too: a miss is worth remembering)."""
+        item = self._items.get(key)
+        if item is not None and item[0] >= self.clock():
+            return item[1]
+        value = load(key)
+        self.put(key, value)
+        return value
+
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
             if len(self._items) >= self.maxsize:

@@ -206,13 +206,7 @@ def metric(replica, name: str, **labels: str) -> float:
     """One sample of the replica's /metrics (summed over its workers); 0 when absent."""
     status, text, _ = replica.client.get("/metrics")
     assert status == 200
-    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
-    total = 0.0
-    for line in text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        if sample == wanted:
-            total += float(value)
-    return total
+    return parse_metrics(text).get(sample_name(name, **labels), 0.0)
 
 
 # -- shared by the flow, attack, outage, streaming and observability tests ---------------------
