@@ -201,7 +201,7 @@ SPY_GROUPS = {  # what each share means → a test on one sampled stack (frames 
     "gate: JWT verify (TokenVerifier.verify)": _has("TokenVerifier.verify"),
     "gate: OPA decision client (OpaClient.decide: urllib3 + JSON)": _has("OpaClient.decide"),
     "gate: request JSON parse for the model (_request_model)": _has("_request_model"),
-    "upstream call (Upstreams.open + read_json: urllib3 + JSON)": _has("Upstreams.open", "UpstreamCall.read_json"),
+    "upstream call (Upstreams.open + read_json: http_client + JSON)": _has("Upstreams.open", "UpstreamCall.read_json"),
     "response JSON re-encode (proxy._forward json.dumps)": lambda st: "_forward" in st and "dumps (json" in st,
     "spend: record (pricing quote + submit)": _has("_SpendContext.record"),
     "spend writer: SQLite batch writes (hold the worker's only OS thread)": _has("Store.record_spend"),

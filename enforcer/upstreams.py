@@ -1,8 +1,8 @@
 """Model routing and forwarding to the model upstreams.
 
 `Upstreams` maps a request's public `model` to a `model_list` entry (round-robin when
-several entries share a name) and calls its upstream over pooled keep-alive urllib3
-connections (one pool per upstream origin); `UpstreamCall` hands back the answer, a
+several entries share a name) and calls its upstream over pooled keep-alive connections
+(`http_client`, one pool per upstream origin); `UpstreamCall` hands back the answer, a
 parsed JSON body or the raw SSE bytes as they arrive, and the token usage.
 
 Upstream protocols:
@@ -46,24 +46,17 @@ import json
 import logging
 import os
 import re
+import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ReadTimeoutError,
-    SSLError,
-)
-
 from compiler.model import Deployment
 from regate import __version__
 from regate.errors import BadRequestError, RegateError, UnknownModelError, UpstreamError
+
+from .http_client import ConnectError, ConnectionPool, ConnectTimeout, HTTPClientError, Response, TLSError
 
 log = logging.getLogger("regate.upstreams")
 
@@ -89,7 +82,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_*\-]{4,}")
-_TRANSPORT_ERRORS = (HTTPError, OSError)
+_TRANSPORT_ERRORS = (HTTPClientError, OSError)
 
 
 class _Target:
@@ -97,7 +90,7 @@ class _Target:
 
     __slots__ = ("deployment", "pool", "base_path", "auth", "api_version")
 
-    def __init__(self, deployment: Deployment, pool: urllib3.HTTPConnectionPool, base_path: str,
+    def __init__(self, deployment: Deployment, pool: ConnectionPool, base_path: str,
                  auth: tuple[str, str] | None, api_version: str | None):
         self.deployment = deployment
         self.pool = pool
@@ -130,14 +123,15 @@ class Upstreams:
 
     def __init__(self, deployments: Sequence[Deployment], *, environ: Mapping[str, str] = os.environ,
                  pool_maxsize: int = 1024, connect_timeout: float = 3.0, default_timeout: float = 600.0,
-                 max_stream_seconds: float = 3600.0):
+                 max_stream_seconds: float = 3600.0, ssl_context: ssl.SSLContext | None = None):
+        self._ssl_context = ssl_context  # None: the system's CAs
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
         self.max_stream_seconds = max_stream_seconds
         self._names = sorted({d.model_name for d in deployments})
         self._targets: dict[str, list[_Target]] = {}
         self._unsupported: dict[str, str] = {}  # model name -> provider, when no entry of it is proxied
-        self._pools: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
+        self._pools: dict[tuple[str, str, int | None], ConnectionPool] = {}
         for deployment in deployments:
             targets = self._targets.setdefault(deployment.model_name, [])
             if deployment.provider in SUPPORTED_PROVIDERS:
@@ -175,17 +169,13 @@ class Upstreams:
         started = time.monotonic()
         if streaming:
             wait = deployment.stream_timeout or deployment.timeout or self.default_timeout
-            timeout = urllib3.Timeout(connect=min(self.connect_timeout, wait), read=wait)
             deadline = started + self.max_stream_seconds
         else:
             wait = deployment.timeout or self.default_timeout
-            timeout = urllib3.Timeout(connect=min(self.connect_timeout, wait), read=wait, total=wait)
             deadline = started + wait
         try:
-            response = target.pool.urlopen(
-                "POST", target.path(kind), body=payload, headers=headers, retries=False, redirect=False,
-                preload_content=False, decode_content=False, timeout=timeout,
-            )
+            response = target.pool.request("POST", target.path(kind), payload, headers,
+                                           connect_timeout=min(self.connect_timeout, wait), timeout=wait)
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, target, wait) from None
         return UpstreamCall(response, target, wait=wait, deadline=deadline)
@@ -259,9 +249,8 @@ class Upstreams:
         origin = (parts.scheme, parts.hostname.lower(), port)
         pool = self._pools.get(origin)
         if pool is None:
-            pool = urllib3.connection_from_url(
-                f"{parts.scheme}://{parts.netloc}", maxsize=pool_maxsize, block=False, retries=False,
-            )
+            pool = ConnectionPool(parts.scheme, parts.hostname, parts.port, maxsize=pool_maxsize,
+                                  ssl_context=self._ssl_context)
             self._pools[origin] = pool
         return _Target(deployment, pool, parts.path.rstrip("/"), auth, api_version)
 
@@ -276,20 +265,19 @@ class UpstreamCall:
     `upstream_status`, `upstream_auth_failed`, `upstream_redirect`, `upstream_bad_response`.
     """
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, target: _Target, *, wait: float, deadline: float):
+    def __init__(self, response: Response, target: _Target, *, wait: float, deadline: float):
         self._response = response
         self._target = target
         self._wait = wait
         self._deadline = deadline
-        self._done = False  # the body was read to its end (the connection went back to the pool)
         self._closed = False
         self._json: dict | None = None
         self.deployment = target.deployment
         self.upstream_status = response.status
         self.status, self.error_code = _client_status(response.status)
-        content_type = response.headers.get("Content-Type", "")
+        content_type = response.headers.get("content-type", "")
         self.is_stream = self.error_code is None and content_type.lower().startswith("text/event-stream")
-        self.headers = _response_headers(response.headers, content_type if self.is_stream else "application/json")
+        self.headers = _response_headers(response.header_items, content_type if self.is_stream else "application/json")
         self.usage: tuple[int, int] | None = None
         if self.error_code == "upstream_auth_failed":
             log.warning("upstream for model %r rejected regate's credentials (HTTP %d)",
@@ -332,7 +320,6 @@ class UpstreamCall:
             while not self._closed:
                 data = self._read_some()
                 if not data:
-                    self._done = True
                     break
                 if scanner is not None:
                     scanner.feed(data)
@@ -342,17 +329,14 @@ class UpstreamCall:
                 scanner.finish()
                 self.usage = scanner.usage
         finally:
-            if not self._done:
+            if not self._response.done:
                 self.close()
 
     def close(self) -> None:
         """Release the connection: back to the pool when fully read, else closed (never reused half-read)."""
-        if self._closed:
-            return
-        self._closed = True
-        if not self._done:
-            self._response.close()
-        self._response.release_conn()
+        if not self._closed:
+            self._closed = True
+            self._response.release()
 
     def __enter__(self) -> UpstreamCall:
         return self
@@ -367,14 +351,12 @@ class UpstreamCall:
         if remaining <= 0:
             self.close()
             raise self._timeout(whole_call=True)
-        sock = getattr(self._response.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(min(self._wait, remaining))
         try:
-            return self._response.read1(READ_SIZE)
+            self._response.set_timeout(min(self._wait, remaining))
+            return self._response.read_some(READ_SIZE)
         except _TRANSPORT_ERRORS as exc:
             self.close()
-            if isinstance(exc, (ReadTimeoutError, TimeoutError)):
+            if isinstance(exc, TimeoutError):
                 raise self._timeout(whole_call=self._wait > remaining) from None
             log.warning("upstream for model %r broke off its answer: %s", self.deployment.model_name, exc)
             raise UpstreamError(f"the upstream for model {self.deployment.model_name!r} closed the connection "
@@ -386,7 +368,6 @@ class UpstreamCall:
         while True:
             data = self._read_some()
             if not data:
-                self._done = True
                 return b"".join(parts)
             size += len(data)
             if size > MAX_JSON_BODY:
@@ -521,12 +502,12 @@ def _request_headers(target: _Target, request_id: str, extra_headers: Mapping[st
     return headers
 
 
-def _response_headers(upstream: Mapping[str, str], content_type: str) -> dict[str, str]:
+def _response_headers(upstream: Sequence[tuple[str, str]], content_type: str) -> dict[str, str]:
     headers = {"Content-Type": content_type}
     if content_type.lower().startswith("text/event-stream"):
         # Streams must not be cached or buffered by a reverse proxy (X-Accel-Buffering: nginx ingress).
         headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    for name, value in upstream.items():
+    for name, value in upstream:
         lower = name.lower()
         if lower in RETURNED_UPSTREAM_HEADERS or lower.startswith(RETURNED_UPSTREAM_HEADER_PREFIXES):
             headers[name] = value
@@ -547,20 +528,18 @@ def _client_status(status: int) -> tuple[int, str | None]:
 
 
 def _transport_error(exc: BaseException, target: _Target, wait: float) -> UpstreamError:
-    if isinstance(exc, MaxRetryError) and exc.reason is not None:
-        exc = exc.reason
     model = target.deployment.model_name
     log.warning("upstream %s:%s for model %r failed: %s", target.pool.host, target.pool.port, model, exc)
-    if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError: it is a subclass
-        return UpstreamError(f"the upstream for model {model!r} is unreachable", code="upstream_unreachable")
-    if isinstance(exc, ConnectTimeoutError):
+    if isinstance(exc, ConnectTimeout):
         return UpstreamError(f"connecting to the upstream for model {model!r} timed out",
                              code="upstream_timeout", status=504)
-    if isinstance(exc, (ReadTimeoutError, TimeoutError)):
+    if isinstance(exc, TimeoutError):
         return UpstreamError(f"the upstream for model {model!r} did not answer within {wait:g}s",
                              code="upstream_timeout", status=504)
-    if isinstance(exc, SSLError):
+    if isinstance(exc, (TLSError, ssl.SSLError)):
         return UpstreamError(f"TLS with the upstream for model {model!r} failed", code="upstream_tls_error")
+    if isinstance(exc, ConnectError):
+        return UpstreamError(f"the upstream for model {model!r} is unreachable", code="upstream_unreachable")
     return UpstreamError(f"the connection to the upstream for model {model!r} failed",
                          code="upstream_connection_error")
 

@@ -33,6 +33,7 @@ import base64
 import itertools
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -107,7 +108,8 @@ class MockOpenAI:
 
     def __init__(self, *, api_key: str | None = None, completion_tokens: int = 8, embedding_dim: int = 8,
                  models: tuple[str, ...] = ("gpt-4o-mini",), record: bool = True, max_recorded: int = 10000,
-                 hold_timeout: float = 30.0):
+                 hold_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None):
+        self.ssl_context = ssl_context  # a server-side context: answer over TLS (https)
         self.api_key = api_key  # when set, requests must carry it (Bearer, or api-key on Azure routes)
         self.completion_tokens = completion_tokens
         self.embedding_dim = embedding_dim
@@ -131,6 +133,8 @@ class MockOpenAI:
     # lifecycle -------------------------------------------------------------------
     def start(self) -> "MockOpenAI":
         self._server = ServerThread(MockOpenAIHandler, mock=self)  # binds a free loopback port
+        if self.ssl_context is not None:
+            self._server.httpd.socket = self.ssl_context.wrap_socket(self._server.httpd.socket, server_side=True)
         # Our own loop thread with a short poll interval: shutdown() waits for one poll,
         # and the default 0.5 s would add half a second to every test's teardown.
         self._thread = threading.Thread(target=self._server.httpd.serve_forever, kwargs={"poll_interval": 0.02},
@@ -161,7 +165,7 @@ class MockOpenAI:
     def url(self) -> str:
         """Base URL without a path (Azure's api_base)."""
         assert self._server is not None, "not started"
-        return self._server.url
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def openai_base(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from enforcer.upstreams import FORWARDED_CLIENT_HEADERS, Upstreams
 from regate.errors import RegateError, UnknownModelError, UpstreamError
 from tests.support.mock_openai import Behavior, MockOpenAI
 from tests.support.net import free_port, wait_for_http
+from tests.support.tls import make_test_ca
 
 UPSTREAM_KEY = "sk-upstream-0123456789abcdef"
 AZURE_KEY = "azure-key-0123456789abcdef"
@@ -544,3 +546,64 @@ def test_streams_interleave_under_gevent(standalone_mock):
     # Each greenlet received chunks while the other's stream was still open: the reads cooperate.
     assert events.index("b") < events.index("a:end") and events.index("a") < events.index("b:end")
     assert outcome["usage"] == {"a": [1, 10], "b": [1, 10]}
+
+
+# TLS ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ca(tmp_path_factory):
+    return make_test_ca(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_mock(local_ca):
+    with MockOpenAI(api_key=UPSTREAM_KEY, ssl_context=local_ca.server_context()) as server:
+        yield server
+
+
+def test_https_upstream_with_a_trusted_certificate(tls_mock, local_ca):
+    upstreams = Upstreams([Deployment("gpt-4o", "openai", "gpt-4o", api_base=tls_mock.openai_base,
+                                      api_key=UPSTREAM_KEY)], environ={}, ssl_context=local_ca.client_context())
+    assert tls_mock.openai_base.startswith("https://")
+    for _ in range(2):
+        with upstreams.open("chat", CHAT, request_id="r") as call:
+            assert call.status == 200 and call.read_json()["usage"]["completion_tokens"] == 4
+    assert len({r.peer for r in tls_mock.requests}) == 1  # kept alive over TLS too
+    with upstreams.open("chat", stream_body(), request_id="r") as call:
+        assert b"".join(call.iter_chunks()).endswith(b"data: [DONE]\n\n")
+        assert call.usage == (4, 5)
+
+
+@pytest.mark.parametrize("host, trusted", [
+    ("127.0.0.1", False),  # the system's CAs do not know the test CA
+    ("localhost", True),  # the certificate names 127.0.0.1 only
+])
+def test_https_upstream_that_cannot_be_verified_is_502_and_gets_nothing(tls_mock, local_ca, host, trusted):
+    api_base = f"https://{host}:{tls_mock.port}/v1"
+    context = local_ca.client_context() if trusted else None
+    upstreams = Upstreams([Deployment("gpt-4o", "openai", "gpt-4o", api_base=api_base, api_key=UPSTREAM_KEY)],
+                          environ={}, ssl_context=context)
+    with pytest.raises(UpstreamError) as err:
+        upstreams.open("chat", CHAT, request_id="r")
+    assert (err.value.status, err.value.code) == (502, "upstream_tls_error")
+    assert tls_mock.requests == [] and UPSTREAM_KEY not in str(err.value)
+
+
+def test_tls_handshake_is_bounded_by_the_connect_timeout():
+    # A listener that never answers: TCP connects (the kernel's backlog), the handshake hangs.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        api_base = f"https://127.0.0.1:{silent.getsockname()[1]}/v1"
+        upstreams = Upstreams([Deployment("gpt-4o", "openai", "gpt-4o", api_base=api_base, api_key=UPSTREAM_KEY)],
+                              environ={}, connect_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as err:
+            upstreams.open("chat", CHAT, request_id="r")
+    assert (err.value.status, err.value.code) == (504, "upstream_timeout")
+    assert time.monotonic() - started < 2.0
+
+
+def test_ssl_cert_file_trusts_a_private_ca(tls_mock, local_ca, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(local_ca.ca_pem))  # as the README tells operators
+    upstreams = Upstreams([Deployment("gpt-4o", "openai", "gpt-4o", api_base=tls_mock.openai_base,
+                                      api_key=UPSTREAM_KEY)], environ={})
+    with upstreams.open("chat", CHAT, request_id="r") as call:
+        assert call.status == 200

@@ -1,0 +1,237 @@
+"""enforcer.http_client against a loopback server that answers with scripted bytes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+
+import pytest
+
+from enforcer.http_client import ConnectionPool, ProtocolError
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+class ScriptedServer:
+    """Reads each request (head and Content-Length body) and answers with the next script:
+    (bytes to send, whether to close the connection afterwards)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.scripts: deque[tuple[bytes, bool]] = deque()
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def answer(self, data: bytes, *, close: bool = False) -> None:
+        self.scripts.append((data, close))
+
+    def close_idle_connections(self) -> None:
+        for conn in self._open:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # close() alone waits for the serving thread's reader
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._listener.close()
+        self.close_idle_connections()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                self.requests.append(head + reader.read(length))
+                data, close = self.scripts.popleft()
+                conn.sendall(data)
+                if close:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def server():
+    s = ScriptedServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pool(server):
+    p = ConnectionPool("http", "127.0.0.1", server.port)
+    yield p
+    p.close()
+
+
+def post(pool: ConnectionPool, body: bytes = b'{"q":1}', *, size: int = 4):
+    """One exchange read in small pieces; returns (response, body)."""
+    response = pool.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"},
+                            connect_timeout=2, timeout=2)
+    parts = []
+    while data := response.read_some(size):
+        parts.append(data)
+    response.release()
+    return response, b"".join(parts)
+
+
+def test_request_is_sent_in_http11_form_with_host_and_length(server, pool):
+    server.answer(OK_HEAD + b"Content-Length: 2\r\n\r\n{}")
+    response, body = post(pool, b'{"model":"m"}')
+    assert (response.status, body) == (200, b"{}")
+    assert server.requests[0] == (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                  b"Content-Type: application/json\r\nContent-Length: 13\r\n\r\n"
+                                  b'{"model":"m"}' % server.port)
+
+
+@pytest.mark.parametrize("answer, body", [
+    (OK_HEAD + b"Content-Length: 11\r\n\r\nhello world", b"hello world"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+     b"hello world"),
+    (OK_HEAD + b"transfer-encoding: Chunked\r\n\r\nB\r\nhello world\r\n0\r\n\r\n", b"hello world"),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+     + OK_HEAD + b"Content-Length: 2\r\n\r\nok", b"ok"),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+])
+def test_framed_answers_are_read_whole_and_the_connection_is_reused(server, pool, answer, body):
+    server.answer(answer)
+    server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+    assert post(pool)[1] == body
+    assert post(pool)[1] == b"next"
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("answer", [
+    OK_HEAD + b"Connection: close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+])
+def test_an_answer_that_closes_is_not_reused(server, pool, answer):
+    server.answer(answer)
+    server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+    assert post(pool)[1] == b"ok"
+    assert post(pool)[1] == b"next"
+    assert server.connections == 2
+
+
+def test_body_delimited_by_the_close_is_read_to_the_end(server, pool):
+    server.answer(OK_HEAD + b"\r\n" + b"x" * 1000, close=True)
+    response, body = post(pool, size=64)
+    assert body == b"x" * 1000 and response.done
+
+
+def test_idle_connection_closed_by_the_server_is_replaced(server, pool):
+    server.answer(OK_HEAD + b"Content-Length: 2\r\n\r\nok")
+    server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+    assert post(pool)[1] == b"ok"
+    server.close_idle_connections()  # the keep-alive timeout of a real server
+    time.sleep(0.1)  # let the FIN arrive: the check at checkout sees it, it does not wait for it
+    assert post(pool)[1] == b"next"
+    assert server.connections == 2
+
+
+def test_half_read_answer_closes_its_connection(server, pool):
+    server.answer(OK_HEAD + b"Content-Length: 10\r\n\r\n0123456789")
+    server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+    response = pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=2)
+    assert response.read_some(3) == b"012"
+    response.release()
+    assert post(pool)[1] == b"next"
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"", "the connection ended before an answer"),
+    (b"HTTP/2 200 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 20 OK\r\n\r\n", "status line"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "status line"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
+    (b"HTTP/1.1 200 OK\r\n folded: value\r\n\r\n", "malformed header line"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "more than 100 headers"),
+    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", "longer than"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok", "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", "the connection ended in the header section"),
+])
+def test_malformed_heads_are_protocol_errors(server, pool, answer, message):
+    server.answer(answer, close=True)
+    with pytest.raises(ProtocolError, match=message):
+        pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=2)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (OK_HEAD + b"Content-Length: 10\r\n\r\nshort", "5 bytes before the end"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", "malformed chunk size"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "malformed chunk size"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "malformed chunk size"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", "longer than its size"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n10\r\nhello", "inside a chunk"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "ended in the chunk size"),
+])
+def test_malformed_or_cut_bodies_are_protocol_errors(server, pool, answer, message):
+    server.answer(answer, close=True)
+    with pytest.raises(ProtocolError, match=message):
+        post(pool)
+
+
+def test_chunk_data_is_handed_over_before_its_line_end_arrives():
+    # A stream's event must reach the client as soon as its bytes do, not when the next ones come.
+    release = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            conn.sendall(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst")
+            release.wait(5)
+            conn.sendall(b"\r\n0\r\n\r\n")
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    pool = ConnectionPool("http", "127.0.0.1", listener.getsockname()[1])
+    try:
+        response = pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=2)
+        assert response.read_some(64) == b"first"  # would time out if the chunk's CRLF were awaited
+        release.set()
+        assert response.read_some(64) == b"" and response.done
+        response.release()
+    finally:
+        release.set()
+        pool.close()
+        listener.close()
+
+
+def test_read_timeout_is_a_timeout_error(server, pool):
+    server.answer(OK_HEAD + b"Content-Length: 10\r\n\r\nslow")  # never sends the rest
+    response = pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=2)
+    assert response.read_some(64) == b"slow"
+    response.set_timeout(0.2)
+    with pytest.raises(TimeoutError):
+        response.read_some(64)
+    response.close()
