@@ -5,7 +5,8 @@ into 503: OPA down, slow, undefined or malformed never becomes an allow.
 
 Not opa-python-client: it pulls in aiohttp/aiofiles, retries POSTs (doubling the
 time bound), goes through requests (slower per call) and flattens OPA's answers
-into exceptions without the body; a decision client is forty lines on urllib3.
+into exceptions without the body; a decision client is forty lines on the enforcer's
+own HTTP/1.1 client (enforcer.http_client, shared with the upstream calls).
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import urllib3
-from urllib3.exceptions import HTTPError as TransportError
-from urllib3.exceptions import NewConnectionError, ProtocolError
-from urllib3.exceptions import TimeoutError as UrllibTimeout
-
 from regate.errors import DecisionError
+
+from .http_client import ConnectionPool, ConnectTimeout, HTTPClientError, ProtocolError
 
 DECISION_PATH = "/v1/data/regate/authz/decision"
 STATE_PATH = "/v1/data/regate_state"
 _JSON = {"Content-Type": "application/json"}
 _SUBJECT_KEYS = ("user_id", "team_id", "org_id", "end_user_id", "email")
+_MAX_ANSWER = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -85,27 +90,30 @@ class OpaClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DecisionError(f"invalid OPA URL {url!r}", code="invalid_opa_url")
         self.url = url.rstrip("/")
-        self.timeout = urllib3.Timeout(connect=min(timeout, 0.5), read=timeout)
-        self._pool = urllib3.connection_from_url(self.url, maxsize=maxsize, block=False, retries=False)
+        self.timeout = timeout
+        self._pool = ConnectionPool(parts.scheme, parts.hostname, parts.port, maxsize=maxsize)
 
     def close(self) -> None:
         self._pool.close()
 
-    def _send(self, method: str, path: str, body: bytes | None = None, timeout=None) -> urllib3.BaseHTTPResponse:
+    def _send(self, method: str, path: str, body: bytes = b"", timeout: float | None = None) -> _Answer:
         # One retry, only when a pooled keep-alive connection turns out to be closed by OPA;
         # a timeout is never retried, so the time bound holds.
+        timeout = timeout or self.timeout
         for attempt in (0, 1):
             try:
-                return self._pool.urlopen(method, path, body=body, headers=_JSON, retries=False,
-                                          timeout=timeout or self.timeout, preload_content=True)
-            except NewConnectionError:  # (a ConnectTimeoutError subclass in urllib3 2)
-                raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
-            except UrllibTimeout:
+                response = self._pool.request(method, path, body, _JSON, connect_timeout=min(self.timeout, 0.5),
+                                              timeout=timeout)
+                try:
+                    return _Answer(response.status, response.read(_MAX_ANSWER))
+                finally:
+                    response.release()
+            except (ConnectTimeout, TimeoutError):
                 raise DecisionError("the policy engine did not answer in time", code="decision_timeout") from None
             except ProtocolError:
                 if attempt:
                     raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
-            except TransportError:
+            except (HTTPClientError, OSError):
                 raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
         raise AssertionError("unreachable")
 
@@ -144,7 +152,7 @@ class OpaClient:
 
     def put_state(self, document: dict, timeout: float = 30.0) -> None:
         body = json.dumps(document, separators=(",", ":")).encode()
-        response = self._send("PUT", STATE_PATH, body, timeout=urllib3.Timeout(connect=0.5, read=timeout))
+        response = self._send("PUT", STATE_PATH, body, timeout=timeout)
         if response.status != 204:
             raise DecisionError(f"writing OPA state answered HTTP {response.status}", code="state_unavailable")
 

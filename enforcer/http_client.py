@@ -1,11 +1,11 @@
-"""A small HTTP/1.1 client for the model upstreams: keep-alive pools, one send per request.
+"""A small HTTP/1.1 client for the model upstreams and OPA: keep-alive pools, one send per request.
 
-Why not urllib3 (which the OPA client still uses): on the proxy's hot path its layers
-(retries, timeouts objects, header dicts, http.client underneath) cost ~300 µs of CPU per
-call here, the largest share of the worker's time (bench/results.md). This client does
-only what forwarding needs:
+Why not urllib3 (the JWKS fetcher, off the hot path, still uses it): on the proxy's hot
+path its layers (retries, timeout objects, header dicts, http.client underneath) cost
+~300 µs of CPU per call here, the largest share of the worker's time (bench/results.md).
+This client does only what forwarding and decisions need:
 
-- POST with a body that is sent with its head in one `sendall` (no Nagle stall);
+- a request whose head and body go out in one `sendall` (no Nagle stall);
 - responses framed by Content-Length, chunked transfer coding, or the connection's end;
   interim 1xx answers skipped; malformed or early-ended answers raise ProtocolError;
 - `read_some()` returns what has arrived (for SSE pass-through), decoded of chunking;
@@ -221,6 +221,17 @@ class Response:
         if self._remaining == 0:
             self.done = True
         return data
+
+    def read(self, limit: int) -> bytes:
+        """The whole (rest of the) body; ProtocolError when it is longer than `limit` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        while data := self.read_some(64 * 1024):
+            size += len(data)
+            if size > limit:
+                raise ProtocolError(f"the answer is longer than {limit} bytes")
+            parts.append(data)
+        return b"".join(parts)
 
     def release(self) -> None:
         """Give the connection back to the pool if the answer was read to its end, else close it."""

@@ -3,7 +3,7 @@
 Worker class: gevent. A streamed completion holds its connection for seconds to
 minutes; with gevent each one costs a greenlet (a few KiB), so one worker holds
 thousands at once, where sync/gthread workers would need a thread per stream.
-Every blocking call here (sockets via urllib3, psycopg 3, SQLite briefly) is
+Every blocking call here (sockets of the HTTP clients, psycopg 3, SQLite briefly) is
 gevent-aware or short.
 """
 
