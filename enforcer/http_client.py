@@ -64,10 +64,16 @@ class _Connection:
     def dropped(self) -> bool:
         """True when an idle connection was closed by the peer (or has unexpected bytes)."""
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            if isinstance(self.sock, ssl.SSLSocket):  # TLS refuses recv flags
+                # (Without gevent, select() refuses descriptors above 1023: then reconnect.)
+                return bool(select.select([self.sock], [], [], 0)[0])
+            self.sock.settimeout(0)  # under gevent too: raise at once instead of waiting
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False  # nothing to read: alive
         except (OSError, ValueError):
             return True
-        return bool(readable)
+        return True  # the peer's end (b"") or bytes nobody asked for
 
     def close(self) -> None:
         self.reader.close()
