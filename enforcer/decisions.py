@@ -97,8 +97,8 @@ class OpaClient:
         self._pool.close()
 
     def _send(self, method: str, path: str, body: bytes = b"", timeout: float | None = None) -> _Answer:
-        # One retry, only when a pooled keep-alive connection turns out to be closed by OPA;
-        # a timeout is never retried, so the time bound holds.
+        # One retry, only when a pooled keep-alive connection turns out to be closed by OPA
+        # (no answer, or a reset); a timeout is never retried, so the time bound holds.
         timeout = timeout or self.timeout
         for attempt in (0, 1):
             try:
@@ -110,7 +110,7 @@ class OpaClient:
                     response.release()
             except (ConnectTimeout, TimeoutError):
                 raise DecisionError("the policy engine did not answer in time", code="decision_timeout") from None
-            except ProtocolError:
+            except (ProtocolError, ConnectionError):
                 if attempt:
                     raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
             except (HTTPClientError, OSError):

@@ -1,0 +1,56 @@
+"""enforcer.decisions.OpaClient's transport rules, against a scripted loopback server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from enforcer.decisions import OpaClient
+from regate.errors import DecisionError
+from tests.support.scripted_server import ScriptedServer
+
+ALLOW = {"allow": True, "status": 200, "reasons": [], "message": "", "role": "team", "upsert_user": False,
+         "subject": {"user_id": None, "team_id": "t1", "org_id": None, "end_user_id": None, "email": None}}
+
+
+def answer(doc: dict) -> bytes:
+    body = json.dumps(doc).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.fixture
+def server():
+    s = ScriptedServer()
+    yield s
+    s.close()
+
+
+def test_a_kept_alive_connection_closed_unanswered_is_retried_once_on_a_new_one(server):
+    server.answer(answer({"result": ALLOW, "decision_id": "d1"}))
+    server.answer(b"", close=True)  # OPA went away between requests: the reused connection ends
+    server.answer(answer({"result": ALLOW, "decision_id": "d2"}))
+    client = OpaClient(f"http://127.0.0.1:{server.port}")
+    assert client.decide({"request": {}}).decision_id == "d1"
+    assert client.decide({"request": {}}).decision_id == "d2"
+    assert server.connections == 2 and len(server.requests) == 3
+    client.close()
+
+
+def test_a_second_unanswered_attempt_is_unavailable_never_an_allow(server):
+    server.answer(b"", close=True)
+    server.answer(b"", close=True)
+    client = OpaClient(f"http://127.0.0.1:{server.port}")
+    with pytest.raises(DecisionError) as err:
+        client.decide({"request": {}})
+    assert err.value.code == "decision_unavailable"
+    client.close()
+
+
+def test_a_slow_answer_is_a_timeout_and_not_retried(server):
+    server.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")  # never finishes
+    client = OpaClient(f"http://127.0.0.1:{server.port}", timeout=0.2)
+    with pytest.raises(DecisionError) as err:
+        client.decide({"request": {}})
+    assert err.value.code == "decision_timeout" and len(server.requests) == 1
+    client.close()
