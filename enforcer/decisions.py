@@ -96,13 +96,14 @@ class OpaClient:
     def close(self) -> None:
         self._pool.close()
 
-    def _send(self, method: str, path: str, body: bytes = b"", timeout: float | None = None) -> _Answer:
+    def _send(self, method: str, path: str, body: bytes = b"", timeout: float | None = None,
+              headers: dict[str, str] = _JSON) -> _Answer:
         # One retry, only when a pooled keep-alive connection turns out to be closed by OPA
         # (no answer, or a reset); a timeout is never retried, so the time bound holds.
         timeout = timeout or self.timeout
         for attempt in (0, 1):
             try:
-                response = self._pool.request(method, path, body, _JSON, connect_timeout=min(self.timeout, 0.5),
+                response = self._pool.request(method, path, body, headers, connect_timeout=min(self.timeout, 0.5),
                                               timeout=timeout)
                 try:
                     return _Answer(response.status, response.read(_MAX_ANSWER))
@@ -150,11 +151,17 @@ class OpaClient:
             raise DecisionError(f"reading OPA state answered HTTP {response.status}", code="state_unavailable")
         return json.loads(response.data).get("result")
 
-    def put_state(self, document: dict, timeout: float = 30.0) -> None:
+    def put_state(self, document: dict, timeout: float = 30.0, *, only_if_absent: bool = False) -> bool:
+        """Write data.regate_state whole; with `only_if_absent`, only when OPA has none (atomic
+        in OPA: `If-None-Match: *`). True when written, False when OPA already had a state."""
         body = json.dumps(document, separators=(",", ":")).encode()
-        response = self._send("PUT", STATE_PATH, body, timeout=timeout)
+        headers = {**_JSON, "If-None-Match": "*"} if only_if_absent else _JSON
+        response = self._send("PUT", STATE_PATH, body, timeout=timeout, headers=headers)
+        if response.status == 304 and only_if_absent:
+            return False
         if response.status != 204:
             raise DecisionError(f"writing OPA state answered HTTP {response.status}", code="state_unavailable")
+        return True
 
     def patch_blocked(self, team_id: str, blocked: bool) -> None:
         """Add or remove one team in data.regate_state.blocked_teams (JSON Patch on OPA's Data API)."""

@@ -6,6 +6,13 @@ a poll interval), pushes its own changes at once, and re-loads the whole state w
 OPA lost it (restart) — detected by the `sync_id` marker a full load writes (several
 workers of one pod share an OPA: any worker's marker shows the state is there).
 Until the state is loaded, the policy refuses team requests (503), never allows them.
+
+The workers of a pod share one OPA, so a full load must never overwrite a newer state
+with an older snapshot (a sibling's block pushed in between would be undone until the
+next poll). A full load therefore only creates the state when OPA has none (atomic in
+OPA); when it is there, the worker takes the block-log position from its `sync_id`
+(`<nonce>:<seq>`) and replays the events after it. Replays apply each team's latest
+event only, so catching up never passes through an older state of a team.
 """
 
 from __future__ import annotations
@@ -85,21 +92,38 @@ class BlockSync:
 
     def _full_load(self) -> None:
         seq, teams = self._store.blocked_teams_snapshot()
-        sync_id = f"{uuid.uuid4().hex}:{seq}"
-        self._opa.put_state({"blocked_teams": {t: True for t in teams}, "sync_id": sync_id})
+        state = {"blocked_teams": {t: True for t in teams}, "sync_id": f"{uuid.uuid4().hex}:{seq}"}
+        if self._opa.put_state(state, only_if_absent=True):
+            log.info("loaded %d blocked teams into OPA (block log at %d)", len(teams), seq)
+        else:
+            loaded_at = _log_position(self._opa.get_state("sync_id"))
+            if loaded_at is not None and self._in_log(loaded_at, seq):
+                seq = loaded_at  # loaded by another worker of this pod: catch up from its position
+            else:  # no marker, or one from another block log (a replaced database): start over
+                self._opa.put_state(state)
+                log.info("replaced OPA's blocked-team state: %d teams (block log at %d)", len(teams), seq)
         self._seq = seq
         self.generation += 1
         metrics.STATE_SYNCS.labels("full", "ok").inc()
-        log.info("loaded %d blocked teams into OPA (block log at %d)", len(teams), seq)
+        self._follow_log()  # at once: events committed since the snapshot must not wait a poll
+
+    def _in_log(self, position: int, snapshot_seq: int) -> bool:
+        """Whether `position` is a point of this store's block log (a sibling's snapshot may be newer than ours)."""
+        if position <= snapshot_seq:
+            return True
+        events = self._store.block_events_since(position - 1, limit=1)
+        return bool(events) and events[0][0] == position
 
     def _follow_log(self) -> None:
         while True:
             events = self._store.block_events_since(self._seq, limit=EVENT_PAGE)
-            for seq, team_id, blocked in events:
+            latest = {team_id: blocked for _, team_id, blocked in events}  # later events win
+            for team_id, blocked in latest.items():
                 self._opa.patch_blocked(team_id, blocked)
-                self._seq = seq
-                self.generation += 1
                 metrics.STATE_SYNCS.labels("event", "ok").inc()
+            if events:
+                self._seq = events[-1][0]
+                self.generation += 1
             if len(events) < EVENT_PAGE:  # a full page means there may be more
                 return
 
@@ -115,3 +139,11 @@ class BlockSync:
             tick += 1
             self._wake.wait(self._poll)
             self._wake.clear()
+
+
+def _log_position(sync_id) -> int | None:
+    """The block-log sequence number a full load's `sync_id` marker names, else None."""
+    if not isinstance(sync_id, str):
+        return None
+    _, _, seq = sync_id.rpartition(":")
+    return int(seq) if seq.isdigit() else None
