@@ -224,6 +224,24 @@ def team_new():
     return jsonify(_team_view(team))
 
 
+@bp.post("/team/update")
+def team_update():
+    """Change a team's alias, organisation or models (fields left out stay as they are). Admins only:
+    a team that could change its own models could widen what its tokens may call."""
+    body = _body({"team_id": str, "team_alias": str, "models": list, "organization_id": str})
+    team_id = _id(body.get("team_id"), "team_id", required=True)
+    alias = _id(body.get("team_alias"), "team_alias")
+    org_id = _id(body.get("organization_id"), "organization_id")
+    models = _string_list(body["models"], "models") if body.get("models") is not None else None
+    if not g.auth.is_admin:
+        raise Forbidden("only an admin may update a team")
+    team = _components().store.update_team(team_id, alias=alias, organization_id=org_id, models=models)
+    if team is None:
+        raise NotFoundError(f"team {team_id} does not exist (create it with /team/new)")
+    _components().facts.team_changed(team_id)
+    return jsonify(_team_view(team))
+
+
 @bp.get("/team/info")
 def team_info():
     team_id = _query_id("team_id", g.auth.subject["team_id"])

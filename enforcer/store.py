@@ -459,6 +459,23 @@ class Store:
                 raise ConflictError(f"team {team_id!r} already exists")
             return dict(row._mapping)
 
+    def update_team(self, team_id: str, *, alias: str | None = None, organization_id: str | None = None,
+                    models: Iterable[str] | None = None) -> dict | None:
+        """Change the given fields of an existing team (None: unchanged); None when there is no such team."""
+        _check_id("team_id", team_id)
+        _check_id("team_alias", alias, optional=True)
+        _check_id("organization_id", organization_id, optional=True)
+        values = {"team_alias": alias, "organization_id": organization_id,
+                  "models": None if models is None else _check_models(models)}
+        values = {name: value for name, value in values.items() if value is not None}
+        with self._tx("team update", write=True) as conn:
+            if not values:
+                row = conn.execute(sa.select(teams).where(teams.c.team_id == team_id)).first()
+            else:
+                row = conn.execute(
+                    sa.update(teams).where(teams.c.team_id == team_id).values(**values).returning(*teams.c)).first()
+            return dict(row._mapping) if row else None
+
     def get_team(self, team_id: str) -> dict | None:
         with self._tx("team read") as conn:
             row = conn.execute(sa.select(teams).where(teams.c.team_id == team_id)).first()

@@ -205,6 +205,28 @@ def test_team_models_limit_the_teams_tokens(client, idp, admin_token, fresh_upst
     assert client.post("/v1/chat/completions", chat_body(model="azure-gpt-4o"), token=team_token(idp))[0] == 200
 
 
+def test_team_update_changes_what_the_teams_tokens_may_call(client, idp, admin_token, fresh_upstream):
+    status, body, _ = client.post("/team/new", {"team_id": "team-updated", "team_alias": "Before"},
+                                  token=admin_token)
+    assert status == 200 and body["models"] == [], body
+    token = team_token(idp, team="team-updated", user="updated-u1")
+    assert client.post("/v1/chat/completions", chat_body(model="azure-gpt-4o"), token=token)[0] == 200
+
+    status, body, _ = client.post("/team/update", {"team_id": "team-updated", "models": ["gpt-4o-mini"]},
+                                  token=admin_token)
+    assert status == 200, body
+    assert (body["team_alias"], body["models"]) == ("Before", ["gpt-4o-mini"])  # left-out fields stay
+    status, body, headers = client.post("/v1/chat/completions", chat_body(model="azure-gpt-4o"), token=token)
+    assert status == 403 and reason(headers) == "model_not_allowed", body
+    assert client.post("/v1/chat/completions", chat_body(), token=token)[0] == 200
+
+    status, body, _ = client.post("/team/update", {"team_id": "team-updated", "models": []}, token=admin_token)
+    assert status == 200 and body["models"] == [], body  # an empty list: every model again
+    assert client.post("/v1/chat/completions", chat_body(model="azure-gpt-4o"), token=token)[0] == 200
+    status, body, _ = client.get("/team/info?team_id=team-updated", token=admin_token)
+    assert body["team_info"]["models"] == [] and body["team_info"]["team_alias"] == "Before"
+
+
 def test_models_lists_the_configured_names(client, idp, fresh_upstream):
     status, body, _ = client.get("/v1/models", token=team_token(idp))
     assert status == 200, body

@@ -19,7 +19,8 @@ from .conftest import open_store, team_token
 MAX_MANAGEMENT_BODY = 64 * 1024
 UNKNOWN_KEY = "sk-" + "u" * 43
 
-POST_ENDPOINTS = ("/key/generate", "/key/delete", "/team/new", "/team/block", "/team/unblock", "/user/new")
+POST_ENDPOINTS = ("/key/generate", "/key/delete", "/team/new", "/team/update", "/team/block", "/team/unblock",
+                  "/user/new")
 
 
 def snapshot(database_url: str) -> dict[str, list[tuple]]:
@@ -117,6 +118,19 @@ def json_cases() -> list[tuple[str, object, int]]:
         ("/team/new", {"team_id": "mi-new-team", "team_alias": {"a": 1}}, 400),
         ("/team/new", {"team_id": "mi-new-team", "organization_id": 9}, 400),
         ("/team/new", {"team_id": "mi-new-team", "max_budget": 5}, 400),
+        # /team/update
+        ("/team/update", {}, 400),
+        ("/team/update", {"models": ["gpt-4o-mini"]}, 400),
+        ("/team/update", {"team_id": 1}, 400),
+        ("/team/update", {"team_id": ""}, 400),
+        ("/team/update", {"team_id": "mi-team", "models": "gpt-4o-mini"}, 400),
+        ("/team/update", {"team_id": "mi-team", "models": [1]}, 400),
+        ("/team/update", {"team_id": "mi-team", "models": [""]}, 400),
+        ("/team/update", {"team_id": "mi-team", "team_alias": ""}, 400),
+        ("/team/update", {"team_id": "mi-team", "organization_id": ["o"]}, 400),
+        ("/team/update", {"team_id": "mi-team", "blocked": True}, 400),  # blocks go through /team/block
+        ("/team/update", {"team_id": "mi-team", "max_budget": 5}, 400),
+        ("/team/update", {"team_id": "no-such-team", "models": ["gpt-4o-mini"]}, 404),
         # /team/block, /team/unblock
         ("/team/block", {}, 400),
         ("/team/block", {"team_id": None}, 400),
@@ -144,7 +158,8 @@ def raw_cases() -> list[tuple[str, bytes, dict, int]]:
     cases = []
     oversized = json.dumps({"team_id": "mi-big", "team_alias": "a" * (MAX_MANAGEMENT_BODY + 10)}).encode()
     valid = {"/key/generate": {"team_id": "mi-team"}, "/key/delete": {"keys": [UNKNOWN_KEY]},
-             "/team/new": {"team_id": "mi-ct-team"}, "/team/block": {"team_id": "mi-team"},
+             "/team/new": {"team_id": "mi-ct-team"}, "/team/update": {"team_id": "mi-team", "models": []},
+             "/team/block": {"team_id": "mi-team"},
              "/team/unblock": {"team_id": "mi-team"}, "/user/new": {"user_id": "mi-ct-user"}}
     for path in POST_ENDPOINTS:
         json_type = {"Content-Type": "application/json"}
@@ -243,6 +258,8 @@ def test_callers_act_only_on_their_own_team_user_and_keys(world, pg_database):
         (member, "POST", "/key/generate", {"team_id": "mi-other"}, 403, "route_not_allowed"),
         (member, "POST", "/key/delete", {"keys": [other_key]}, 403, "route_not_allowed"),
         (member, "POST", "/team/new", {"team_id": "mi-member-team"}, 403, "route_not_allowed"),
+        (member, "POST", "/team/update", {"team_id": "mi-team", "models": []}, 403, "route_not_allowed"),
+        (team_key, "POST", "/team/update", {"team_id": "mi-team", "models": []}, 403, "route_not_allowed"),
         (member, "POST", "/user/new", {"user_id": "mi-member-user"}, 403, "route_not_allowed"),
         (member, "GET", "/global/spend", None, 403, "route_not_allowed"),
         (team_key, "GET", "/team/info?team_id=mi-other", None, 403, "not_owner"),

@@ -90,6 +90,21 @@ def test_teams(store: Store):
         store.create_team("t2", models="gpt-4o")
 
 
+def test_team_update_changes_only_the_given_fields(store: Store):
+    created = store.create_team("t1", alias="Research", organization_id="o1", models=["gpt-4o"])
+    store.set_team_blocked("t1", True)
+    updated = store.update_team("t1", models=["gpt-4o-mini"])
+    assert updated == {**created, "models": ["gpt-4o-mini"], "blocked": True} == store.get_team("t1")
+    assert store.update_team("t1", alias="R&D", organization_id="o2")["team_alias"] == "R&D"
+    assert store.update_team("t1", models=[])["models"] == []  # no list: every model, as in LiteLLM
+    assert store.update_team("t1") == store.get_team("t1")  # nothing given: nothing changes
+    assert store.update_team("nope", models=["gpt-4o"]) is None and store.get_team("nope") is None
+    for bad in ({"models": "gpt-4o"}, {"models": [""]}, {"alias": ""}, {"organization_id": 7}):
+        with pytest.raises(BadRequestError):
+            store.update_team("t1", **bad)
+    assert store.get_team("t1")["team_alias"] == "R&D"
+
+
 def test_organizations_and_end_users(store: Store):
     org = store.create_organization("o1", alias="Acme", models=["gpt-4o"])
     assert store.get_organization("o1") == org
