@@ -247,7 +247,7 @@ class Opa(Proc):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(name, [need(OPA_BIN, "run scripts/ensure-opa"), "run", "--server", "--addr",
-                                f"127.0.0.1:{self.port}", "--log-level", "error", "--disable-telemetry",
+                                f"127.0.0.1:{self.port}", "--log-level", "error", "--skip-version-check",
                                 "--bundle", str(bundle)], log_dir=log_dir, cpus=cpus)
 
     def start(self) -> "Opa":

@@ -51,8 +51,10 @@ class ManagedOpa:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        cmd = [self.opa_bin, "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--disable-telemetry",
-               "--log-level", "error", "--bundle", str(self.bundle)]
+        # Decision logs on (to this process's stdout, beside the access log, as deploy/ runs OPA):
+        # the access log's decision_id then names a logged decision in this mode too.
+        cmd = [self.opa_bin, "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--skip-version-check",
+               "--log-level", "error", "--set", "decision_logs.console=true", "--bundle", str(self.bundle)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

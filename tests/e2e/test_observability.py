@@ -12,7 +12,20 @@ from types import SimpleNamespace
 from tests.support.forge import sign
 from tests.support.mock_openai import Behavior
 
-from .conftest import MASTER_KEY, UPSTREAM_KEY, SseStream, chat_body, metric, parse_metrics, sample_name, team_token
+from .conftest import (
+    EXAMPLE,
+    MASTER_KEY,
+    UPSTREAM_KEY,
+    Client,
+    EnforcerProcess,
+    SseStream,
+    chat_body,
+    enforcer_env,
+    metric,
+    parse_metrics,
+    sample_name,
+    team_token,
+)
 
 
 def access_lines(output: str) -> list[dict]:
@@ -97,15 +110,15 @@ def test_in_flight_gauge_counts_open_streams(client, enforcer, idp, fresh_upstre
     assert metric(m, "regate_requests_in_flight") == idle
 
 
-def opa_decisions(opa) -> dict[str, dict]:
-    """OPA's console decision log, by decision id."""
+def opa_decisions(lines) -> dict[str, dict]:
+    """OPA's console decision log entries among `lines`, by decision id."""
     entries = {}
-    for raw in list(opa.log_lines):
+    for raw in list(lines):
         try:
             entry = json.loads(raw)
         except ValueError:
             continue
-        if isinstance(entry, dict) and "decision_id" in entry:
+        if isinstance(entry, dict) and entry.get("msg") == "Decision Log":
             entries[entry["decision_id"]] = entry
     return entries
 
@@ -133,7 +146,7 @@ def test_one_json_access_line_per_request(client, enforcer, opa, idp, fresh_upst
         "status": 200, "reason": None, "role": "team", "user_id": "log-user", "team_id": "team-logs",
         "model": "gpt-4o-mini", "ms": 0}
     # The decision ids are OPA's: its decision log has each one, for this request's input.
-    logged = opa_decisions(opa)
+    logged = opa_decisions(opa.log_lines)
     for name, path in (("allowed", "/v1/chat/completions"), ("denied", "/key/generate")):
         decision_id = line[name]["decision_id"]
         assert isinstance(decision_id, str) and decision_id in logged, (name, line[name])
@@ -146,6 +159,27 @@ def test_one_json_access_line_per_request(client, enforcer, opa, idp, fresh_upst
     assert (line["bad_path"]["status"], line["bad_path"]["reason"], line["bad_path"]["path"]) == (
         400, "path_not_canonical", "/v1//chat/completions")
     assert line["stream"]["status"] == 200 and isinstance(line["stream"]["ms"], (int, float))
+
+
+def test_managed_opa_logs_the_decisions_the_access_log_names(idp, upstream, tmp_path):
+    """`regate serve` without --opa-url: its own OPA child logs decisions to the same output."""
+    managed = EnforcerProcess(EXAMPLE, env=enforcer_env(idp, upstream), data_dir=tmp_path).start()
+    client = Client(managed.url)
+    try:
+        token = team_token(idp, team="team-managed", user="managed-user")
+        status, body, headers = client.get("/v1/models", token=token)
+        assert status == 200, body
+        (line,) = lines_of(managed, [headers["X-Request-ID"]])[headers["X-Request-ID"]]
+        assert client.get("/v1/models", token=MASTER_KEY)[0] == 200
+    finally:
+        client.close()
+        managed.stop()
+        managed.wait()
+    decision_id = line["decision_id"]
+    assert isinstance(decision_id, str), line
+    logged = opa_decisions(managed.output.splitlines())
+    assert logged[decision_id]["input"]["request"]["path"] == "/v1/models"
+    assert token not in managed.output and MASTER_KEY not in managed.output  # claims are logged, never credentials
 
 
 def test_no_secret_ever_reaches_the_output(client, enforcer, idp, admin_token, fresh_upstream):

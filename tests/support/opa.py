@@ -32,7 +32,7 @@ class OpaServer:
 
     def start(self, *, wait_bundle: bool = True) -> "OpaServer":
         cmd = [self.opa_bin, "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--log-level", "error",
-               "--disable-telemetry"]
+               "--skip-version-check"]
         if self.config_file:
             cmd += ["--config-file", self.config_file]
         cmd += list(self.extra_args)
