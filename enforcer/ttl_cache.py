@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any, Callable, Hashable
 
+_MISSING = object()
+
 
 class TtlCache:
     """Thread-safe writes, lock-free reads; bounded by clearing when full (entries are cheap to refetch)."""
@@ -23,11 +25,10 @@ class TtlCache:
 
     def fetch(self, key: Hashable, load: Callable[[Hashable], Any]) -> Any:
         """The cached value, else `load(key)`, cached (None too: a miss is worth remembering)."""
-        item = self._items.get(key)
-        if item is not None and item[0] >= self.clock():
-            return item[1]
-        value = load(key)
-        self.put(key, value)
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            value = load(key)
+            self.put(key, value)
         return value
 
     def put(self, key: Hashable, value: Any) -> None:
