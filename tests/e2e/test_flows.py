@@ -227,6 +227,19 @@ def test_team_update_changes_what_the_teams_tokens_may_call(client, idp, admin_t
     assert body["team_info"]["models"] == [] and body["team_info"]["team_alias"] == "Before"
 
 
+@pytest.mark.parametrize("request_body, status, message", [
+    ({"models": ["gpt-4o-mini"]}, 400, "missing field 'team_id'"),
+    ({"team_id": "team-x", "models": "gpt-4o-mini"}, 400, "field 'models' has the wrong type"),
+    ({"team_id": "team-x", "models": [""]}, 400, "field 'models' must be a list of non-empty strings"),
+    ({"team_id": "team-x", "blocked": True}, 400, "unsupported field 'blocked'"),
+    ({"team_id": "no-such-team", "models": []}, 404, "team no-such-team does not exist (create it with /team/new)"),
+])
+def test_team_update_refusals_say_what_is_wrong(client, admin_token, request_body, status, message):
+    got_status, body, _ = client.post("/team/update", request_body, token=admin_token)
+    assert got_status == status, body
+    assert message in assert_openai_error(body, status)
+
+
 def test_models_lists_the_configured_names(client, idp, fresh_upstream):
     status, body, _ = client.get("/v1/models", token=team_token(idp))
     assert status == 200, body
