@@ -6,8 +6,8 @@
 #   docker run --rm -v ...:/etc/regate/config.yaml:ro regate:local bundle serve --config /etc/regate/config.yaml
 #
 # There is no OPA in this image: run it beside the enforcer (deploy/compose.yaml, deploy/k8s/).
-# The application runs from its source tree in /app (PYTHONPATH), because the compiler reads
-# schemas/ and templates/ next to its packages; the dependencies live in /opt/venv.
+# regate is installed from its wheel into /opt/venv, exactly as `pip install` installs it
+# anywhere else; no source tree is on the import path.
 
 # Pinned to an exact patch release; bump it (and ideally add @sha256:<digest>) deliberately.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -22,8 +22,23 @@ COPY pyproject.toml /build/pyproject.toml
 # ever needed, and a dependency that would need one fails the build instead of pulling one in.
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/build/pyproject.toml', 'rb'))['project']['dependencies']))" > /build/requirements.txt \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --only-binary=:all: --require-virtualenv -r /build/requirements.txt \
- && /opt/venv/bin/pip uninstall -y -q pip setuptools
+ && /opt/venv/bin/pip install --only-binary=:all: --require-virtualenv -r /build/requirements.txt
+
+# --- regate: its wheel, built from the sources and installed into that virtualenv -------------
+FROM deps AS wheel
+COPY pyproject.toml README.md /src/
+COPY common /src/common
+COPY compiler /src/compiler
+COPY enforcer /src/enforcer
+COPY regate /src/regate
+COPY devtools /src/devtools
+COPY schemas /src/schemas
+COPY templates /src/templates
+COPY examples /src/examples
+RUN python -m pip wheel --no-deps --wheel-dir /dist /src \
+ && /opt/venv/bin/pip install --no-deps --no-index --require-virtualenv /dist/regate-*.whl \
+ && /opt/venv/bin/pip uninstall -y -q pip setuptools \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --- runtime --------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -32,34 +47,26 @@ RUN python -m pip uninstall -y -q pip setuptools wheel \
  && groupadd --system --gid 10001 regate \
  && useradd --system --uid 10001 --gid regate --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin regate \
- && install -d -o root -g root -m 0755 /app /etc/regate \
+ && install -d -o root -g root -m 0755 /etc/regate \
  && install -d -o regate -g regate -m 0700 /var/lib/regate
 
-COPY --from=deps /opt/venv /opt/venv
-# Sources are root-owned and read-only for the service user.
-COPY pyproject.toml /app/pyproject.toml
-COPY compiler /app/compiler
-COPY enforcer /app/enforcer
-COPY regate /app/regate
-COPY schemas /app/schemas
-COPY templates /app/templates
-RUN python -m compileall -q /app
+# Root-owned and read-only for the service user.
+COPY --from=wheel /opt/venv /opt/venv
 
-# PYTHONSAFEPATH: never import from the working directory, only /app and the venv.
+# PYTHONSAFEPATH: never import from the working directory, only the virtualenv.
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
     PYTHONSAFEPATH=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     REGATE_DATA_DIR=/var/lib/regate \
     REGATE_OPA_URL=http://127.0.0.1:8181
 
-WORKDIR /app
+WORKDIR /var/lib/regate
 USER 10001:10001
 EXPOSE 4000
 # Liveness only (the process answers); readiness (OPA bundle, store, state) is /health/readiness.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:4000/health/liveliness', timeout=3)"]
 # Exec form: the gunicorn master is PID 1 and gets SIGTERM directly (graceful stop, spend flushed).
-ENTRYPOINT ["python", "-m", "regate.cli"]
+ENTRYPOINT ["regate"]
 CMD ["serve", "--config", "/etc/regate/config.yaml", "--host", "0.0.0.0", "--port", "4000"]

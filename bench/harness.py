@@ -6,8 +6,8 @@ results, per-stream records, component logs) go under bench/results/raw/ (ignore
 by git). Nothing here asserts anything about speed: scripts print figures.
 
 Components:
-- the model stub (`python -m regate.model_stub`), the OpenAI HTTP API with SSE;
-- the dev identity provider (`regate.dev`): JWKS + OpenID discovery, RS256 tokens;
+- the model stub (`python -m regate.devtools.model_stub`), the OpenAI HTTP API with SSE;
+- the dev identity provider (`regate.devtools.dev`): JWKS + OpenID discovery, RS256 tokens;
 - OPA (`opa run --server`) loaded with the compiled bundle;
 - the enforcer (`regate serve --opa-url ...`: gunicorn + gevent worker, SQLite store,
   spend recording on);
@@ -232,7 +232,7 @@ class ModelStub(Proc):
                  cpus: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("model-stub", [PYTHON, "-m", "regate.model_stub", "--port", str(self.port),
+        super().__init__("model-stub", [PYTHON, "-m", "regate.devtools.model_stub", "--port", str(self.port),
                                         "--api-key", UPSTREAM_KEY, "--chunk-delay", str(chunk_delay),
                                         "--completion-tokens", str(completion_tokens)], log_dir=log_dir, cpus=cpus)
 
@@ -257,10 +257,10 @@ class Opa(Proc):
 
 
 class DevIdp:
-    """The dev identity provider (regate.dev) in a thread of this process, with a fresh key."""
+    """The dev identity provider (regate.devtools.dev) in a thread of this process, with a fresh key."""
 
     def __init__(self):
-        from regate.dev import DevIdentityProvider, DevKeys
+        from regate.devtools.dev import DevIdentityProvider, DevKeys
 
         self._tmp = tempfile.TemporaryDirectory(prefix="regate-bench-idp-")
         self.keys = DevKeys(self._tmp.name)
@@ -392,7 +392,7 @@ def regate_config(path: Path, *, extra_team_routes: int = 0) -> Path:
 
 
 def compile_bundle(config: Path, out: Path) -> Path:
-    import compiler
+    from regate import compiler
 
     return compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), out)
 

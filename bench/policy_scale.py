@@ -32,7 +32,7 @@ import urllib3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import compiler  # noqa: E402
+from regate import compiler  # noqa: E402
 from tests.support.opa import OpaServer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -111,7 +111,7 @@ def seed_blocked_teams(data_dir: Path, count: int) -> None:
 
     import sqlalchemy as sa
 
-    from enforcer.store import Store, block_events, teams
+    from regate.enforcer.store import Store, block_events, teams
 
     store = Store.from_url(None, default_sqlite_path=data_dir / "regate.db")
     try:

@@ -41,8 +41,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import (
-    BIN, CACHE, CHAT_BODY, UPSTREAM_KEY, DevIdp, Enforcer, ModelStub, Opa, Target, attack, chat_target,
-    compile_bundle, cpu_seconds, enforcer_env, expect_ok, launch, machine_line, raw_dir, regate_config, write_json,
+    BIN,
+    CACHE,
+    CHAT_BODY,
+    UPSTREAM_KEY,
+    DevIdp,
+    Enforcer,
+    ModelStub,
+    Opa,
+    Target,
+    attack,
+    chat_target,
+    compile_bundle,
+    cpu_seconds,
+    enforcer_env,
+    expect_ok,
+    launch,
+    machine_line,
+    raw_dir,
+    regate_config,
+    write_json,
 )
 
 PYLIB = CACHE / "bench-pylib"
@@ -80,9 +98,9 @@ def http_sequential(port: int, path: str, headers: dict, body: bytes, n: int) ->
 def components_view(settings, token: str, stub, opa_url: str, n: int, out: Path) -> dict:
     import urllib3
 
-    from enforcer.app import create_app
-    from enforcer.credentials import Credential
-    from enforcer.spend import SpendRecord
+    from regate.enforcer.app import create_app
+    from regate.enforcer.credentials import Credential
+    from regate.enforcer.spend_record import SpendRecord
 
     app = create_app(settings)
     comp = app.extensions["regate"]
@@ -249,8 +267,8 @@ def main() -> None:
         args.n, args.load_seconds = 300, 5.0
     out = raw_dir("profile")
     print(f"machine: {machine_line()}\nraw outputs: {out}", flush=True)
-    import compiler
-    from enforcer.settings import Settings
+    from regate import compiler
+    from regate.enforcer.settings import Settings
 
     with DevIdp() as idp, contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="regate-bench-")))

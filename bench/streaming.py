@@ -25,8 +25,26 @@ import time
 from pathlib import Path
 
 from harness import (
-    MODEL, UPSTREAM_KEY, DevIdp, Enforcer, ModelStub, Opa, Pinning, compile_bundle, cpu_seconds, enforcer_env,
-    expect_ok, chat_target, fmt_ms, launch, machine_line, median, raw_dir, regate_config, ssebench_bin, write_json,
+    MODEL,
+    UPSTREAM_KEY,
+    DevIdp,
+    Enforcer,
+    ModelStub,
+    Opa,
+    Pinning,
+    chat_target,
+    compile_bundle,
+    cpu_seconds,
+    enforcer_env,
+    expect_ok,
+    fmt_ms,
+    launch,
+    machine_line,
+    median,
+    raw_dir,
+    regate_config,
+    ssebench_bin,
+    write_json,
 )
 
 COMPLETION_TOKENS = 20

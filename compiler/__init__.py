@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import PurePosixPath
 
-from regate.errors import ConfigError
+from regate.common.errors import ConfigError
 
 from . import bundle, loader, render, semantics, signing, validate
 from .model import Config

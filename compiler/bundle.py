@@ -17,8 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from regate import __version__
-from regate.errors import RegateError
+from regate.common.errors import RegateError
+from regate.common.version import __version__
 
 ROOTS = ["regate"]
 

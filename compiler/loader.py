@@ -14,7 +14,7 @@ from pathlib import Path as FsPath
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from regate.errors import ConfigError
+from regate.common.errors import ConfigError
 
 from .diagnostics import Diagnostic, Path
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from regate.common.env import is_reference
+
 from .diagnostics import Diagnostic
 from .loader import LoadedConfig
 from .model import ROLES, AuthPolicy, ClaimField, Config, Deployment, Origin, Setting
@@ -17,7 +19,6 @@ DEFAULT_ROUTES = {
 }
 PROXIED_PROVIDERS = ("openai", "azure")
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
-ENV_PREFIX = "os.environ/"
 
 
 class _Reader:
@@ -126,7 +127,7 @@ def _deployment(r: _Reader, index: int, entry: dict) -> Deployment:
             api_version = DEFAULT_AZURE_API_VERSION
             r.warn(path + ("litellm_params",), f"no api_version for an azure/ model: using {api_version}", "azure-default-api-version")
     api_key = params.get("api_key")
-    if api_key and not api_key.startswith(ENV_PREFIX):
+    if api_key and not is_reference(api_key):
         r.warn(path + ("litellm_params", "api_key"), "api_key is a literal secret: prefer os.environ/NAME", "literal-secret")
     return Deployment(
         model_name=entry["model_name"],
@@ -149,7 +150,7 @@ def interpret(loaded: LoadedConfig) -> tuple[Config | None, list[Diagnostic]]:
     policy = _policy(r)
     deployments = tuple(_deployment(r, i, entry) for i, entry in enumerate(r.get(("model_list",), [])))
     master_key = r.get(("general_settings", "master_key"))
-    if master_key and not master_key.startswith(ENV_PREFIX):
+    if master_key and not is_reference(master_key):
         r.warn(("general_settings", "master_key"), "master_key is a literal secret: prefer os.environ/NAME", "literal-secret")
     diagnostics = sorted(r.diagnostics)
     if any(d.severity == "error" for d in diagnostics):

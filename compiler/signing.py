@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from regate.errors import RegateError
+from regate.common.errors import RegateError
 
 SIGNATURES_FILE = ".signatures.json"
 DEFAULT_KEY_ID = "default"  # what `opa run --verification-key` expects without --verification-key-id

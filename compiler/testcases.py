@@ -105,11 +105,11 @@ class _Builder:
     def derived_user(self, claims: dict) -> str | None:
         """The user id the policy derives: the user claim, else (as in LiteLLM) the email."""
         p = self.policy
-        for field in (p.user_field.value, p.email_field.value):
-            if field is None:
+        for claim in (p.user_field.value, p.email_field.value):
+            if claim is None:
                 continue
             node = claims
-            for part in field.path:
+            for part in claim.path:
                 node = node.get(part) if isinstance(node, dict) else None
             if isinstance(node, str) and node:
                 return node

@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from regate.errors import RegateError
+from regate.common.errors import RegateError
 
 from . import gate, health, management, proxy
 from .components import Components

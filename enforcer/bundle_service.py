@@ -21,8 +21,8 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
 
-import compiler
-from regate.errors import ConfigError
+from regate import compiler
+from regate.common.errors import ConfigError
 
 log = logging.getLogger("regate.bundles")
 

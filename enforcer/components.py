@@ -9,11 +9,12 @@ from flask import Flask
 from .credentials import Authenticator, Facts
 from .decision_cache import DecisionCache
 from .decisions import OpaClient
+from .jwks import KeySet
 from .settings import Settings
 from .spend import SpendWriter
 from .state_sync import BlockSync
 from .store import Store
-from .tokens import KeySet, TokenVerifier
+from .tokens import TokenVerifier
 from .upstreams import Upstreams
 
 log = logging.getLogger("regate")

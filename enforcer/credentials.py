@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from regate.errors import TokenError
+from regate.common.errors import TokenError
 
 from .store import Store, hash_key
 from .tokens import TokenVerifier

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from regate.errors import DecisionError
+from regate.common.errors import DecisionError
 
 from .http_client import ConnectionPool, ConnectTimeout, HTTPClientError, ProtocolError
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 
-from regate.errors import RegateError
+from regate.common.errors import RegateError
 
 from . import metrics
 from .bodies import json_body

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from regate.errors import RegateError
+from regate.common.errors import RegateError
 
 from . import metrics
 

@@ -11,21 +11,19 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from regate.errors import BadRequestError, NotFoundError, RegateError
+from regate.common.errors import BadRequestError, NotFoundError, RegateError
+from regate.common.money import nanos_to_usd
 
 from .bodies import json_body
-
 
 bp = Blueprint("management", __name__)
 
 _DURATION = re.compile(r"^([1-9]\d{0,5})([smhd])$")  # a key that is born expired is a mistake
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
-NANOS_PER_USD = Decimal(1_000_000_000)
 
 
 class Forbidden(RegateError):
@@ -80,10 +78,6 @@ def _string_list(value, name: str) -> list[str]:
     return value
 
 
-def _usd(nanos: int) -> float:
-    return float(Decimal(nanos) / NANOS_PER_USD)
-
-
 def _owner_check(team_id: str | None, user_id: str | None) -> None:
     """A non-admin may only touch what belongs to its own team or user."""
     auth = g.auth
@@ -115,7 +109,7 @@ def _key_view(info: dict) -> dict:
 
 def _spend_view(kind: str, entity_id: str) -> dict:
     summary = _components().store.spend_summary(kind, entity_id)
-    return {"spend": _usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"], "requests": summary["requests"]}
+    return {"spend": nanos_to_usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"], "requests": summary["requests"]}
 
 
 # keys --------------------------------------------------------------------------------
@@ -325,7 +319,7 @@ def _log_view(row: dict) -> dict:
     row = dict(row)
     for name in ("started_at", "ended_at"):
         row[name] = _iso(row.get(name))
-    row["spend"] = _usd(row["spend_nanos"])
+    row["spend"] = nanos_to_usd(row["spend_nanos"])
     return row
 
 
@@ -353,5 +347,5 @@ def spend_logs():
 @bp.get("/global/spend")
 def global_spend():
     summary = _components().store.global_summary()
-    return jsonify({"spend": _usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"],
+    return jsonify({"spend": nanos_to_usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"],
                     "requests": summary["requests"], "max_budget": None})

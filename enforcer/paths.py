@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-from regate.errors import BadRequestError
+from regate.common.errors import BadRequestError
 
 # Encoded "/", "\", ".", "%" and control bytes: decoding them would change the path's shape.
 _DANGEROUS_ESCAPE = re.compile(r"%(2f|5c|2e|25|[01][0-9a-f]|7f)", re.IGNORECASE)

@@ -16,9 +16,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Mapping
 
-from compiler.model import Deployment
-
-NANOS_PER_USD = 10**9
+from regate.common.money import NANOS_PER_USD
+from regate.compiler.model import Deployment
 
 # Exact arithmetic: prec far above any product of a token count and a price; Inexact traps.
 _EXACT = decimal.Context(prec=200, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])

@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from regate.errors import BadRequestError, RegateError, UpstreamError
+from regate.common.errors import BadRequestError, RegateError, UpstreamError
 
 from . import metrics
 from .bodies import json_body
 from .pricing import quote
 from .responses import from_error
-from .spend import SpendRecord
+from .spend_record import SpendRecord
 
 log = logging.getLogger("regate.proxy")
 bp = Blueprint("proxy", __name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from regate.errors import RegateError
+from regate.common.errors import RegateError
 
 _TYPES = {
     400: "invalid_request_error",

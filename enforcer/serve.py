@@ -12,79 +12,24 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
-import compiler
-from regate.errors import RegateError
+from regate import compiler
+from regate.common.opa import OPA_VERSION, OpaProcess
 
 from .settings import Settings
 
 log = logging.getLogger("regate.serve")
-ROOT = Path(__file__).resolve().parent.parent
-OPA_VERSION = "1.22.3"
 
 
-def find_opa() -> str:
-    """The OPA binary for the managed mode: $REGATE_OPA_BIN, `opa` on PATH, or the project's cached build."""
-    for candidate in (os.environ.get("REGATE_OPA_BIN"), shutil.which("opa"), str(ROOT / f".cache/opa/{OPA_VERSION}/opa")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise RegateError("no OPA binary: pass --opa-url, set REGATE_OPA_BIN, or run scripts/ensure-opa",
-                      code="opa_not_found")
-
-
-class ManagedOpa:
-    """A local `opa run --server` child on loopback, loaded with the compiled bundle."""
-
-    def __init__(self, bundle: Path, *, port: int, opa_bin: str | None = None):
-        self.bundle = bundle
-        self.port = port
-        self.opa_bin = opa_bin or find_opa()
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        # Decision logs on (to this process's stdout, beside the access log, as deploy/ runs OPA):
-        # the access log's decision_id then names a logged decision in this mode too.
-        cmd = [self.opa_bin, "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--skip-version-check",
-               "--log-level", "error", "--set", "decision_logs.console=true", "--bundle", str(self.bundle)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RegateError(f"OPA exited with status {self.proc.returncode}", code="opa_failed")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health?bundles", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RegateError(f"OPA did not become ready within {timeout:.0f}s", code="opa_failed")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def managed_opa(bundle: Path) -> OpaProcess:
+    """A local OPA on loopback loaded with `bundle`, its decision log on (to this process's stdout,
+    beside the access log, as deploy/ runs OPA): the access log's decision_id names a logged decision."""
+    return OpaProcess(["--set", "decision_logs.console=true", "--bundle", str(bundle)])
 
 
 class GunicornApp(BaseApplication):
@@ -165,8 +110,7 @@ def serve(args) -> int:
         if not args.opa_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             bundle = compiler.bundle.write(compiler.bundle_files(config), settings.data_dir / "bundle.tar.gz")
-            managed = ManagedOpa(bundle, port=_free_port())
-            managed.start()
+            managed = managed_opa(bundle).start()
             log.info("managed OPA %s on %s", OPA_VERSION, managed.url)
             settings = Settings.from_config(config, opa_url=managed.url, database_url=args.database_url)
         if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

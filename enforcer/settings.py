@@ -7,23 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from compiler.model import Config
-from regate.errors import RegateError
+from regate.common import env
+from regate.common.errors import RegateError
+from regate.compiler.model import Config
 
-from .tokens import JwtSettings
-
-ENV_PREFIX = "os.environ/"
-
-
-def resolve_secret(value: str | None, what: str, environ: Mapping[str, str]) -> str | None:
-    """A literal, or the value of `os.environ/NAME`; the error names the variable, never a value."""
-    if value is None or not value.startswith(ENV_PREFIX):
-        return value
-    name = value[len(ENV_PREFIX):]
-    resolved = environ.get(name)
-    if not resolved:
-        raise RegateError(f"{what} refers to environment variable {name}, which is not set", code="missing_env")
-    return resolved
+from .jwks import JwtSettings
 
 
 def _float(environ: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
@@ -78,7 +66,7 @@ class Settings:
             database_url=database_url or environ.get("DATABASE_URL") or None,
             data_dir=Path(environ.get("REGATE_DATA_DIR", ".regate")),
             jwt=jwt,
-            master_key=resolve_secret(config.master_key, "general_settings.master_key", environ),
+            master_key=env.resolve(config.master_key, "general_settings.master_key", environ),
             opa_timeout=_float(environ, "REGATE_OPA_TIMEOUT", 1.0),
             decision_cache_ttl=_float(environ, "REGATE_DECISION_CACHE_TTL", 0.5, allow_zero=True),
             environ=environ,

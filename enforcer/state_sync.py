@@ -21,7 +21,7 @@ import logging
 import threading
 import uuid
 
-from regate.errors import RegateError
+from regate.common.errors import RegateError
 
 from . import metrics
 from .decisions import OpaClient

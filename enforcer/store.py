@@ -34,9 +34,21 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
 
-from enforcer import migrations
-from enforcer.spend import SpendRecord
-from regate.errors import BadRequestError, ConflictError, RegateError, StoreError
+from regate.common.errors import BadRequestError, ConflictError, RegateError, StoreError
+
+from . import migrations
+from .schema import (
+    SPEND_COLUMNS,
+    block_events,
+    end_users,
+    organizations,
+    spend_logs,
+    spend_totals,
+    teams,
+    users,
+    virtual_keys,
+)
+from .spend_record import SpendRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,116 +63,6 @@ _MAX_KEY_LENGTH = 256  # longer "keys" are not ours: refuse before hashing attac
 _MIGRATION_LOCK = 0x7265676174650001
 _BLOCK_EVENT_LOCK = 0x7265676174650002
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
-
-
-class UTCDateTime(sa.types.TypeDecorator):
-    """Timezone-aware UTC datetimes on both backends (SQLite keeps naive UTC text)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: timestamps must be timezone-aware")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-# The newest schema, for queries. The DDL that creates it lives in enforcer/migrations.
-metadata = sa.MetaData()
-
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("user_id", sa.Text, primary_key=True),
-    sa.Column("user_email", sa.Text),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-)
-organizations = sa.Table(
-    "organizations",
-    metadata,
-    sa.Column("organization_id", sa.Text, primary_key=True),
-    sa.Column("organization_alias", sa.Text),
-    sa.Column("models", sa.JSON, nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-)
-teams = sa.Table(
-    "teams",
-    metadata,
-    sa.Column("team_id", sa.Text, primary_key=True),
-    sa.Column("team_alias", sa.Text),
-    sa.Column("organization_id", sa.Text),
-    sa.Column("models", sa.JSON, nullable=False),
-    sa.Column("blocked", sa.Boolean, nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-)
-end_users = sa.Table(
-    "end_users",
-    metadata,
-    sa.Column("end_user_id", sa.Text, primary_key=True),
-    sa.Column("alias", sa.Text),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-)
-virtual_keys = sa.Table(
-    "virtual_keys",
-    metadata,
-    sa.Column("key_hash", sa.Text, primary_key=True),
-    sa.Column("key_name", sa.Text, nullable=False),
-    sa.Column("key_alias", sa.Text, unique=True),
-    sa.Column("user_id", sa.Text),
-    sa.Column("team_id", sa.Text),
-    sa.Column("organization_id", sa.Text),
-    sa.Column("models", sa.JSON, nullable=False),
-    sa.Column("expires_at", UTCDateTime()),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-)
-spend_logs = sa.Table(
-    "spend_logs",
-    metadata,
-    sa.Column("request_id", sa.Text, primary_key=True),
-    sa.Column("started_at", UTCDateTime(), nullable=False),
-    sa.Column("ended_at", UTCDateTime(), nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("route", sa.Text, nullable=False),
-    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
-    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
-    sa.Column("total_tokens", sa.BigInteger, nullable=False),
-    sa.Column("spend_nanos", sa.BigInteger, nullable=False),
-    sa.Column("user_id", sa.Text),
-    sa.Column("team_id", sa.Text),
-    sa.Column("organization_id", sa.Text),
-    sa.Column("end_user_id", sa.Text),
-    sa.Column("key_hash", sa.Text),
-    sa.Column("status", sa.Text, nullable=False),
-)
-spend_totals = sa.Table(
-    "spend_totals",
-    metadata,
-    sa.Column("entity_kind", sa.Text, primary_key=True),
-    sa.Column("entity_id", sa.Text, primary_key=True),
-    sa.Column("spend_nanos", sa.BigInteger, nullable=False),
-    sa.Column("requests", sa.BigInteger, nullable=False),
-)
-block_events = sa.Table(
-    "block_events",
-    metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("team_id", sa.Text, nullable=False),
-    sa.Column("blocked", sa.Boolean, nullable=False),
-    sa.Column("at", UTCDateTime(), nullable=False),
-)
-
-_SPEND_COLUMNS = tuple(c.name for c in spend_logs.columns)
 
 
 def hash_key(plaintext: str) -> str:
@@ -318,6 +220,24 @@ class Store:
     def _insert(self, table: sa.Table):
         return (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table)
 
+    def _create(self, conn: Connection, table: sa.Table, values: dict, *, what: str, if_missing: bool = False) -> dict:
+        """Insert a row new by its primary key. An existing row is a ConflictError ("<what> already
+        exists"), or with `if_missing` the answer as it stands."""
+        row = conn.execute(self._insert(table).values(**values).on_conflict_do_nothing().returning(*table.c)).first()
+        if row is None:
+            if not if_missing:
+                raise ConflictError(f"{what} already exists")
+            (key,) = table.primary_key.columns
+            row = conn.execute(sa.select(table).where(key == values[key.name])).one()
+        return dict(row._mapping)
+
+    def _get(self, table: sa.Table, entity_id: str, action: str) -> dict | None:
+        """The row whose (single-column) primary key is `entity_id`, or None."""
+        (key,) = table.primary_key.columns
+        with self._tx(action) as conn:
+            row = conn.execute(sa.select(table).where(key == entity_id)).first()
+            return dict(row._mapping) if row else None
+
     @contextmanager
     def _tx(self, action: str, *, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
         """One transaction; database failures become StoreError without SQL, parameters or password."""
@@ -385,22 +305,11 @@ class Store:
         if email is not None and not isinstance(email, str):
             raise BadRequestError("email must be a string")
         with self._tx("user create", write=True) as conn:
-            row = conn.execute(
-                self._insert(users)
-                .values(user_id=user_id, user_email=email, created_at=_now())
-                .on_conflict_do_nothing()
-                .returning(*users.c)
-            ).first()
-            if row is None:
-                if not if_missing:
-                    raise ConflictError(f"user {user_id!r} already exists")
-                row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).one()
-            return dict(row._mapping)
+            return self._create(conn, users, dict(user_id=user_id, user_email=email, created_at=_now()),
+                                what=f"user {user_id!r}", if_missing=if_missing)
 
     def get_user(self, user_id: str) -> dict | None:
-        with self._tx("user read") as conn:
-            row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).first()
-            return dict(row._mapping) if row else None
+        return self._get(users, user_id, "user read")
 
     def user_exists(self, user_id: str) -> bool:
         with self._tx("user read") as conn:
@@ -410,35 +319,19 @@ class Store:
         _check_id("organization_id", organization_id)
         values = dict(organization_id=organization_id, organization_alias=alias, models=_check_models(models), created_at=_now())
         with self._tx("organization create", write=True) as conn:
-            row = conn.execute(self._insert(organizations).values(**values).on_conflict_do_nothing().returning(*organizations.c)).first()
-            if row is None:
-                raise ConflictError(f"organization {organization_id!r} already exists")
-            return dict(row._mapping)
+            return self._create(conn, organizations, values, what=f"organization {organization_id!r}")
 
     def get_organization(self, organization_id: str) -> dict | None:
-        with self._tx("organization read") as conn:
-            row = conn.execute(sa.select(organizations).where(organizations.c.organization_id == organization_id)).first()
-            return dict(row._mapping) if row else None
+        return self._get(organizations, organization_id, "organization read")
 
     def create_end_user(self, end_user_id: str, *, alias: str | None = None, if_missing: bool = False) -> dict:
         _check_id("end_user_id", end_user_id)
         with self._tx("end user create", write=True) as conn:
-            row = conn.execute(
-                self._insert(end_users)
-                .values(end_user_id=end_user_id, alias=alias, created_at=_now())
-                .on_conflict_do_nothing()
-                .returning(*end_users.c)
-            ).first()
-            if row is None:
-                if not if_missing:
-                    raise ConflictError(f"end user {end_user_id!r} already exists")
-                row = conn.execute(sa.select(end_users).where(end_users.c.end_user_id == end_user_id)).one()
-            return dict(row._mapping)
+            return self._create(conn, end_users, dict(end_user_id=end_user_id, alias=alias, created_at=_now()),
+                                what=f"end user {end_user_id!r}", if_missing=if_missing)
 
     def get_end_user(self, end_user_id: str) -> dict | None:
-        with self._tx("end user read") as conn:
-            row = conn.execute(sa.select(end_users).where(end_users.c.end_user_id == end_user_id)).first()
-            return dict(row._mapping) if row else None
+        return self._get(end_users, end_user_id, "end user read")
 
     def create_team(
         self, team_id: str, *, alias: str | None = None, organization_id: str | None = None, models: Iterable[str] = ()
@@ -454,10 +347,7 @@ class Store:
             created_at=_now(),
         )
         with self._tx("team create", write=True) as conn:
-            row = conn.execute(self._insert(teams).values(**values).on_conflict_do_nothing().returning(*teams.c)).first()
-            if row is None:
-                raise ConflictError(f"team {team_id!r} already exists")
-            return dict(row._mapping)
+            return self._create(conn, teams, values, what=f"team {team_id!r}")
 
     def update_team(self, team_id: str, *, alias: str | None = None, organization_id: str | None = None,
                     models: Iterable[str] | None = None) -> dict | None:
@@ -477,9 +367,7 @@ class Store:
             return dict(row._mapping) if row else None
 
     def get_team(self, team_id: str) -> dict | None:
-        with self._tx("team read") as conn:
-            row = conn.execute(sa.select(teams).where(teams.c.team_id == team_id)).first()
-            return dict(row._mapping) if row else None
+        return self._get(teams, team_id, "team read")
 
     # -- blocks ---------------------------------------------------------------
 
@@ -605,7 +493,7 @@ class Store:
             unique.setdefault(record.request_id, record)
         if not unique:
             return 0
-        rows = [{c: getattr(unique[rid], c) for c in _SPEND_COLUMNS} for rid in sorted(unique)]
+        rows = [{c: getattr(unique[rid], c) for c in SPEND_COLUMNS} for rid in sorted(unique)]
         for attempt in range(1, 4):
             try:
                 return self._record_spend_once(rows, unique)

@@ -52,9 +52,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from compiler.model import Deployment
-from regate import __version__
-from regate.errors import BadRequestError, RegateError, UnknownModelError, UpstreamError
+from regate.common import env
+from regate.common.errors import BadRequestError, RegateError, UnknownModelError, UpstreamError
+from regate.common.version import __version__
+from regate.compiler.model import Deployment
 
 from .http_client import ConnectError, ConnectionPool, ConnectTimeout, HTTPClientError, Response, TLSError
 
@@ -62,7 +63,6 @@ log = logging.getLogger("regate.upstreams")
 
 Kind = Literal["chat", "completions", "embeddings"]
 
-ENV_PREFIX = "os.environ/"
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"  # GA; supports stream_options.include_usage
 SUPPORTED_PROVIDERS = ("openai", "azure")
@@ -202,14 +202,7 @@ class Upstreams:
             where += f" ({deployment.origin.file}:{deployment.origin.line})"
 
         def setting(value: str | None, field: str) -> str | None:
-            if value is None or not value.startswith(ENV_PREFIX):
-                return value or None
-            name = value[len(ENV_PREFIX):]
-            resolved = environ.get(name) if name else None
-            if not resolved:  # the message names the variable, never a value
-                raise RegateError(f"{where}: {field} refers to environment variable {name or '(empty name)'}, "
-                                  "which is not set", code="missing_env")
-            return resolved
+            return env.resolve(value, f"{where}: {field}", environ)
 
         api_key = setting(deployment.api_key, "api_key")
         api_base = setting(deployment.api_base, "api_base")

@@ -7,7 +7,7 @@ import os
 import sys
 
 from regate import __version__
-from regate.errors import ConfigError, RegateError
+from regate.common.errors import ConfigError, RegateError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -15,7 +15,7 @@ EXIT_USAGE = 2  # the input (config, arguments, output path) needs fixing
 
 
 def _compile(args) -> int:
-    import compiler
+    from regate import compiler
 
     config = compiler.compile_file(args.config, args.output, signing_key=args.signing_key,
                                    signing_alg=args.signing_alg, key_id=args.key_id)
@@ -25,13 +25,35 @@ def _compile(args) -> int:
     return EXIT_OK
 
 
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _workers(args) -> int:
+    """--workers, else REGATE_WORKERS, else 1; read only by `serve` (a bad value never breaks other commands)."""
+    if args.workers is not None:
+        return args.workers
+    raw = os.environ.get("REGATE_WORKERS") or "1"
+    try:
+        return _positive_int(raw)
+    except argparse.ArgumentTypeError as e:
+        raise RegateError(f"REGATE_WORKERS: {e}", code="invalid_setting", status=400) from None
+
+
 def _serve(args) -> int:
+    args.workers = _workers(args)
     # Patch before anything imports ssl/socket/threading: gunicorn's gevent workers inherit
     # the imported modules, and patching them late breaks TLS to the upstreams.
     from gevent import monkey
 
     monkey.patch_all()
-    from enforcer.serve import serve
+    from regate.enforcer.serve import serve
 
     return serve(args)
 
@@ -40,25 +62,25 @@ def _bundle_serve(args) -> int:
     from gevent import monkey
 
     monkey.patch_all()
-    from enforcer.bundle_service import serve_bundles
+    from regate.enforcer.bundle_service import serve_bundles
 
     return serve_bundles(args)
 
 
 def _demo(args) -> int:
-    from regate import demo
+    from regate.devtools import demo
 
     return demo.main(args)
 
 
 def _dev_token(args) -> int:
-    from regate import dev
+    from regate.devtools import dev
 
     return dev.token_command(args)
 
 
 def _dev_idp(args) -> int:
-    from regate import dev
+    from regate.devtools import dev
 
     return dev.idp_command(args)
 
@@ -89,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OPA sidecar URL (env REGATE_OPA_URL); without it a local OPA is started and stopped with regate")
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                    help="PostgreSQL URL (env DATABASE_URL); without it a SQLite file is used")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("REGATE_WORKERS", "1")))
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="gunicorn workers (env REGATE_WORKERS; default 1)")
     p.set_defaults(run=_serve)
 
     bundle = sub.add_parser("bundle", help="bundle tools").add_subparsers(dest="bundle_command", required=True,

@@ -15,7 +15,7 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from regate.errors import StoreError
+from regate.common.errors import StoreError
 
 from . import v001_initial
 

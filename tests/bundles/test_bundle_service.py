@@ -10,7 +10,7 @@ import time
 import pytest
 from flask.testing import FlaskClient
 
-from enforcer.bundle_service import BUNDLE_CONTENT_TYPE, BUNDLE_PATH, BundleSource, create_bundle_app
+from regate.enforcer.bundle_service import BUNDLE_CONTENT_TYPE, BUNDLE_PATH, BundleSource, create_bundle_app
 
 CONFIG_V1 = "general_settings:\n  enable_jwt_auth: true\n  litellm_jwtauth:\n    team_allowed_routes: [openai_routes]\n"
 CONFIG_V2 = CONFIG_V1.replace("[openai_routes]", "[openai_routes, /spend/logs]")

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-import compiler
+from regate import compiler
 from regate.cli import main
 from tests.support.enforcer import ROOT
 from tests.support.opa import OpaServer, OpaStartError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import compiler
+from regate import compiler
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-import compiler
+from regate import compiler
 from tests.support.opa import OpaServer
 
 from .conftest import ROOT, SHIPPED

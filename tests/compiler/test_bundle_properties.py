@@ -9,9 +9,9 @@ import json
 import shutil
 import tarfile
 
-import compiler
-from compiler.bundle import content_revision
+from regate import compiler
 from regate.cli import main
+from regate.compiler.bundle import content_revision
 
 from .conftest import ROOT
 

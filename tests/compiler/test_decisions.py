@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-import compiler
+from regate import compiler
 from tests.support.opa import OpaServer
 
 from .conftest import SHIPPED

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import compiler
+from regate import compiler
 from tests.support.idp import IdentityProvider
 from tests.support.mock_openai import MockOpenAI
 from tests.support.postgres import postgres_cluster, postgres_url  # noqa: F401 - fixtures

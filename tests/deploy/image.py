@@ -3,11 +3,12 @@
 `ImageRoot` lays out, under a temp dir, what the Dockerfile's final stage holds:
 - the files its `COPY` instructions take from the build context, with .dockerignore applied
   (so a file the context leaves out is missing here too);
-- /opt/venv (the deps stage's virtualenv): a fresh venv holding exactly what the deps stage
-  installs - the requirements its own command extracts from pyproject.toml and their
-  dependencies, nothing else (no test tools, no editable install of regate: regate's code can
-  only come from the copied /app). The distributions are linked from the project's .venv,
-  which must have them at the pinned versions (no network needed);
+- /opt/venv (the virtualenv the build stages make): a fresh venv holding exactly what the deps
+  stage installs - the requirements its own command extracts from pyproject.toml and their
+  dependencies, copied from the project's .venv, which must have them at the pinned versions -
+  plus regate's wheel, built (offline) from the files the wheel stage copies from the build
+  context and installed the way that stage installs it. No test tools, no editable install:
+  regate's code can only come from the wheel;
 - the directories the Dockerfile creates (data dir, /etc/regate) and, like a mount, the config.
 
 Commands and environment of the image are run with image paths mapped into that root, as the
@@ -75,6 +76,10 @@ class ImageSpec:
     def final(self) -> files.Stage:
         return self.stages[-1]
 
+    def stage(self, name: str) -> files.Stage:
+        (found,) = [s for s in self.stages if s.name == name]
+        return found
+
 
 def _python_for(user: dict) -> str:
     """A Python 3.11 (the minor version .venv's wheels are built for) that `user` may execute.
@@ -139,10 +144,11 @@ class ImageRoot:
             if copy.from_stage is not None:
                 assert copy.dest == "/opt/venv", f"unexpected COPY --from: {copy}"
                 self._make_venv(self.root / "opt/venv", _python_for(self.user))
+                self._install_wheel(self.root / "opt/venv", self.spec.stage(copy.from_stage), context)
                 self.mapped.append("/opt/venv")
                 continue
-            for source in copy.sources:
-                self._copy_from_context(context, source, copy.dest)
+            self._copy(context, copy, self.root)
+            self._map(copy.dest)
         for directory in ("/etc/regate", self.spec.env["REGATE_DATA_DIR"]):
             (self.root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
             self.mapped.append(directory)
@@ -156,18 +162,46 @@ class ImageRoot:
         data_dir.chmod(0o700)
         return self
 
-    def _copy_from_context(self, context: set[str], source: str, dest: str) -> None:
-        source = source.rstrip("/")
-        wanted = [f for f in context if f == source or f.startswith(source + "/")]
-        assert wanted, f"COPY {source}: not in the build context (.dockerignore?)"
-        for rel in wanted:
-            target = self.root / dest.lstrip("/") / rel[len(source):].lstrip("/") if rel != source else \
-                self.root / dest.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(files.ROOT / rel, target)
+    @staticmethod
+    def _copy(context: set[str], copy: files.Copy, root: Path) -> None:
+        """`COPY src... dest` from the build context into `root`, as Docker copies: a directory's
+        contents go into dest; a file goes to dest, or into it when dest ends in "/"."""
+        into = copy.dest.endswith("/") or len(copy.sources) > 1
+        dest = root / copy.dest.strip("/")
+        for source in copy.sources:
+            source = source.rstrip("/")
+            wanted = [f for f in context if f == source or f.startswith(source + "/")]
+            assert wanted, f"COPY {source}: not in the build context (.dockerignore?)"
+            for rel in wanted:
+                if rel != source:
+                    target = dest / rel[len(source) + 1:]
+                else:
+                    target = dest / posixpath.basename(rel) if into else dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(files.ROOT / rel, target)
+
+    def _map(self, dest: str) -> None:
         top = "/" + dest.strip("/").split("/")[0]
         if top not in self.mapped:
             self.mapped.append(top)
+
+    def _install_wheel(self, venv: Path, stage: files.Stage, context: set[str]) -> None:
+        """What the wheel stage does: build regate's wheel from the files it copies, install it into the venv."""
+        runs = " ".join(i.args for i in stage.all("RUN"))
+        assert "pip wheel --no-deps" in runs and "pip install --no-deps --no-index" in runs, runs
+        work = Path(tempfile.mkdtemp(prefix="regate-wheel-"))
+        try:
+            for copy in files.copies(stage):
+                self._copy(context, copy, work)
+            (src,) = {c.dest.strip("/") for c in files.copies(stage) if "pyproject.toml" in c.sources}
+            pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+            subprocess.run(pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "dist"),
+                                  str(work / src)], check=True)
+            (wheel,) = (work / "dist").glob("regate-*.whl")
+            subprocess.run(pip + ["--python", str(venv / "bin/python"), "install", "-q", "--no-deps", "--no-index",
+                                  "--no-compile", str(wheel)], check=True)
+        finally:
+            shutil.rmtree(work)
 
     def _make_venv(self, target: Path, python: str) -> None:
         subprocess.run([python, "-m", "venv", "--without-pip", str(target)], check=True)

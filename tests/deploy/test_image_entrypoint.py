@@ -86,15 +86,18 @@ def run_healthcheck(image, env: dict[str, str], port: int) -> subprocess.Complet
 def test_image_modules_come_from_the_image_tree(image):
     # Guards the checks below: the code that runs is the copy the Dockerfile assembles, not the checkout.
     env = image.environ()
-    probe = ("import json, compiler, compiler.resources, enforcer, regate, gunicorn; print(json.dumps("
-             "[compiler.__file__, enforcer.__file__, regate.__file__, str(compiler.resources.schema_path('x')), "
-             "str(compiler.resources.templates_dir())]))")
+    probe = ("import json, regate, regate.compiler.resources as r, regate.enforcer, gunicorn; print(json.dumps("
+             "[regate.__file__, r.__file__, regate.enforcer.__file__, str(r.schema_path('config.schema.json')), "
+             "str(r.templates_dir() / 'authz.rego.j2')]))")
     result = image.run(["python", "-c", probe], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     for path in json.loads(result.stdout):
-        assert path.startswith(str(image.path("/app"))), path
+        assert path.startswith(str(image.path("/opt/venv/lib"))) and os.path.isfile(path), path
+    for name in ("compiler", "enforcer"):  # nothing but `regate` at the top level
+        absent = image.run(["python", "-c", f"import {name}"], env=env, capture_output=True, text=True, timeout=30)
+        assert absent.returncode != 0 and "ModuleNotFoundError" in absent.stderr, (name, absent.stderr)
     image.mount(files.EXAMPLE_CONFIG, "/etc/regate/check.yaml")  # the checkout may be closed to the image's user
-    compiled = image.run(["python", "-m", "regate.cli", "compile", str(image.path("/etc/regate/check.yaml")), "-o",
+    compiled = image.run(["regate", "compile", str(image.path("/etc/regate/check.yaml")), "-o",
                           str(image.path("/var/lib/regate/check.tar.gz"))], env=env, capture_output=True, text=True,
                          timeout=60)
     assert compiled.returncode == 0, compiled.stderr

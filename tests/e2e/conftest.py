@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-import compiler
+from regate import compiler
 from tests.support.enforcer import EnforcerProcess
 from tests.support.idp import IdentityProvider
 from tests.support.mock_openai import MockOpenAI
@@ -197,7 +197,7 @@ def start_replicas(opa_bin, example_bundle, idp, upstream, pg_database, tmp_path
 
 def open_store(database_url: str):
     """A Store on the replicas' database, for reading what the enforcers wrote (close it after use)."""
-    from enforcer.store import Store
+    from regate.enforcer.store import Store
 
     return Store.from_url(database_url, default_sqlite_path="/nonexistent/unused.db", pool_size=2)
 

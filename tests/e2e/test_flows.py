@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import compiler
+from regate import compiler
 from tests.support.enforcer import EnforcerProcess
 from tests.support.forge import OMIT
 from tests.support.mock_openai import Behavior

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from enforcer import store as tables
+from regate.enforcer import schema as tables
 
 from .conftest import chat_body, open_store, team_token
 

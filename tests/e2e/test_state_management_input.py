@@ -12,7 +12,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from enforcer import store as tables
+from regate.enforcer import schema as tables
 
 from .conftest import open_store, team_token
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import urllib3
 import yaml
 
-from enforcer import store as tables
+from regate.enforcer import schema as tables
 from tests.support.mock_openai import Behavior
 
 from .conftest import EXAMPLE, chat_body, metric, open_store

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import compiler
-from enforcer.decision_cache import DecisionCache
-from enforcer.decisions import OpaClient
-from regate.errors import DecisionError
+from regate import compiler
+from regate.common.errors import DecisionError
+from regate.enforcer.decision_cache import DecisionCache
+from regate.enforcer.decisions import OpaClient
 from tests.support.opa import OpaServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "regate.yaml"

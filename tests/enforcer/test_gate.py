@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import compiler
-from enforcer.app import create_app
-from enforcer.settings import Settings
+from regate import compiler
+from regate.enforcer.app import create_app
+from regate.enforcer.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "regate.yaml"
 ENV = {"LITELLM_MASTER_KEY": "sk-gate-master-key", "OPENAI_API_BASE": "http://127.0.0.1:9/v1",

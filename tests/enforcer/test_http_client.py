@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from enforcer.http_client import ConnectionPool, ProtocolError
+from regate.enforcer.http_client import ConnectionPool, ProtocolError
 from tests.support.scripted_server import ScriptedServer
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from enforcer.decisions import OpaClient
-from regate.errors import DecisionError
+from regate.common.errors import DecisionError
+from regate.enforcer.decisions import OpaClient
 from tests.support.scripted_server import ScriptedServer
 
 ALLOW = {"allow": True, "status": 200, "reasons": [], "message": "", "role": "team", "upsert_user": False,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import compiler
-from enforcer.settings import Settings
-from regate.errors import RegateError
+from regate import compiler
+from regate.common.errors import RegateError
+from regate.enforcer.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "regate.yaml"
 ENV = {"LITELLM_MASTER_KEY": "sk-settings-master-key", "OPENAI_API_KEY": "sk-upstream", "AZURE_API_KEY": "sk-upstream"}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import compiler
-from enforcer.decisions import OpaClient
-from enforcer.state_sync import BlockSync
-from enforcer.store import Store
+from regate import compiler
+from regate.enforcer.decisions import OpaClient
+from regate.enforcer.state_sync import BlockSync
+from regate.enforcer.store import Store
 from tests.support.opa import OpaServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "regate.yaml"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.tokens import ERROR_CODES, JwtSettings, KeySet, TokenVerifier
-from regate.errors import KeySetError, RegateError, TokenError
+from regate.common.errors import KeySetError, RegateError, TokenError
+from regate.enforcer.jwks import JwtSettings, KeySet
+from regate.enforcer.tokens import ERROR_CODES, TokenVerifier
 from tests.support.forge import OMIT, compact, decode_part, forgeries, generate_key, parts, sign
 from tests.support.idp import IdentityProvider
 from tests.support.net import free_port
@@ -645,7 +646,8 @@ from gevent import monkey
 monkey.patch_all()
 
 import gevent
-from enforcer.tokens import JwtSettings, KeySet, TokenVerifier
+from regate.enforcer.jwks import JwtSettings, KeySet
+from regate.enforcer.tokens import TokenVerifier
 from tests.support.idp import IdentityProvider
 
 with IdentityProvider(kinds=("RSA",)) as idp:

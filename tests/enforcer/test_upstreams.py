@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.model import Deployment
-from enforcer.upstreams import FORWARDED_CLIENT_HEADERS, Upstreams
-from regate.errors import RegateError, UnknownModelError, UpstreamError
+from regate.common.errors import RegateError, UnknownModelError, UpstreamError
+from regate.compiler.model import Deployment
+from regate.enforcer.upstreams import FORWARDED_CLIENT_HEADERS, Upstreams
 from tests.support.mock_openai import Behavior, MockOpenAI
 from tests.support.net import free_port, wait_for_http
 from tests.support.tls import make_test_ca
@@ -496,8 +496,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GEVENT_CLIENT = r"""
 from gevent import monkey; monkey.patch_all()
 import json, sys, gevent
-from compiler.model import Deployment
-from enforcer.upstreams import Upstreams
+from regate.compiler.model import Deployment
+from regate.enforcer.upstreams import Upstreams
 
 upstreams = Upstreams([Deployment("m", "openai", "m", api_base=sys.argv[1], api_key="sk-standalone")], environ={})
 events, usage = [], {}

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from enforcer.store import Store
+from regate.enforcer.store import Store
 from tests.support.postgres import PostgresCluster, postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 
@@ -14,7 +14,7 @@ def _open(url: str | None, tmp_path) -> Store:
     return Store.from_url(url, default_sqlite_path=str(tmp_path / "state" / "regate.db"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> str | None:
     """A database URL for a fresh, empty database of each backend (None means the SQLite default)."""
     if request.param == "sqlite":

@@ -7,7 +7,7 @@ import random
 import threading
 from collections import Counter
 
-from enforcer import migrations
+from regate.enforcer import migrations
 from tests.store.records import make_record
 
 
@@ -152,7 +152,7 @@ def test_block_snapshots_are_consistent_with_the_event_log_under_concurrent_writ
 
 
 def _open_and_migrate(path: str, barrier, results) -> None:
-    from enforcer.store import Store
+    from regate.enforcer.store import Store
 
     barrier.wait()  # every process opens the new file at once, as the workers of one `regate serve`
     try:

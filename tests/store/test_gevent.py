@@ -17,8 +17,8 @@ SCRIPT = textwrap.dedent(
     from gevent import monkey; monkey.patch_all()
     import json, sys
     from gevent.pool import Pool
-    from enforcer.spend import SpendWriter
-    from enforcer.store import Store
+    from regate.enforcer.spend import SpendWriter
+    from regate.enforcer.store import Store
     from tests.store.records import make_record
 
     url, spool = sys.argv[1], sys.argv[2]

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from compiler.model import Deployment
-from enforcer.pricing import BUILTIN_PRICES, Prices, cost_nanos, is_priced, quote
+from regate.compiler.model import Deployment
+from regate.enforcer.pricing import BUILTIN_PRICES, Prices, cost_nanos, is_priced, quote
 
 MILLION = 1_000_000
 

@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from enforcer.spend import SpendRecord, SpendWriter
-from enforcer.store import Store
+from regate.enforcer.spend import SpendWriter
+from regate.enforcer.spend_record import SpendRecord
+from regate.enforcer.store import Store
 from tests.store.records import make_record
 from tests.support.net import free_port
 from tests.support.postgres import PostgresCluster

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from enforcer import migrations, store as store_module
-from enforcer.store import ENTITY_KINDS, Store, hash_key
-from regate.errors import BadRequestError, ConflictError, StoreError
+from regate.common.errors import BadRequestError, ConflictError, StoreError
+from regate.enforcer import migrations, schema
+from regate.enforcer.store import ENTITY_KINDS, Store, hash_key
 from tests.store.records import GPT4O_IN, GPT4O_OUT, T0, expected_nanos, make_record
 
 # -- schema and migrations --------------------------------------------------------
@@ -36,7 +36,7 @@ def test_fresh_database_reports_version_zero_then_migrates(open_store):
 def test_migrated_schema_matches_the_query_tables(store: Store):
     """The frozen migrations and the store's query-side tables describe the same schema."""
     inspector = sa.inspect(store.engine)
-    for table in store_module.metadata.sorted_tables:
+    for table in schema.metadata.sorted_tables:
         columns = {c["name"]: c for c in inspector.get_columns(table.name)}
         assert set(columns) == {c.name for c in table.columns}, table.name
         for column in table.columns:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 import traceback
-import sqlite3
 
 import pytest
 
-from enforcer.store import Store
-from regate.errors import StoreError
+from regate.common.errors import StoreError
+from regate.enforcer.store import Store
 from tests.support.net import free_port
 from tests.support.postgres import PostgresCluster
 

@@ -1,4 +1,4 @@
-"""Loopback helpers: free ports and readiness polling; the stand-in server classes live in regate.stub_server."""
+"""Loopback helpers: free ports and readiness polling; the stand-in server classes live in regate.devtools.stub_server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from regate.stub_server import QuietHandler, ServerThread  # noqa: F401 - re-exported for the stand-ins
+from regate.devtools.stub_server import QuietHandler, ServerThread  # noqa: F401 - re-exported for the stand-ins
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ taken from the one-shot queue (`push`), else by upstream model (`by_model`), els
 the body bytes sent back); a client that disconnects mid-stream is noticed when a write
 fails (`disconnected`, `disconnects`).
 
-Run standalone (`regate demo`, end-to-end runs, benchmarks): `python -m regate.model_stub --port P`.
+Run standalone (`regate demo`, end-to-end runs, benchmarks): `python -m regate.devtools.model_stub --port P`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from regate.stub_server import QuietHandler, ServerThread
+from regate.devtools.stub_server import QuietHandler, ServerThread
 
 MAX_REQUEST_BODY = 64 * 1024 * 1024
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

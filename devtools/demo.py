@@ -25,10 +25,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from regate.dev import DEFAULT_AUDIENCE, DevIdentityProvider, DevKeys
+from regate.devtools.dev import DEFAULT_AUDIENCE, DEFAULT_KEY_DIR, DevIdentityProvider, DevKeys
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "examples" / "regate.yaml"
+# examples/ is a sibling of devtools/ in a checkout and in the installed package (regate/examples).
+CONFIG = Path(__file__).resolve().parent.parent / "examples" / "regate.yaml"
 
 
 @dataclass
@@ -120,14 +120,14 @@ class Demo:
     def start(self) -> str:
         print("Starting regate locally:")
         print(f"  state (temporary)      {self.work}")
-        keys = DevKeys(self.work / "dev-idp" if self.ci else ROOT / ".regate" / "dev-idp")
+        keys = DevKeys(self.work / "dev-idp" if self.ci else DEFAULT_KEY_DIR)
         self.keys = keys
         self.idp = DevIdentityProvider(keys, port=_port(8900, self.ci)).start()
         print(f"  dev identity provider  {self.idp.issuer}  (JWKS at {self.idp.issuer}/jwks.json)")
         stub_port = _port(8901, self.ci)
         self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "regate.model_stub", "--port", str(stub_port), "--api-key", self.upstream_key],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            [sys.executable, "-m", "regate.devtools.model_stub", "--port", str(stub_port), "--api-key", self.upstream_key],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         stub = f"http://127.0.0.1:{stub_port}"
         _wait_ready(stub + "/health", f"model stub             {stub}", self.procs[-1])
         port = _port(4000, self.ci)
@@ -147,7 +147,7 @@ class Demo:
         self.log = open(self.work / "enforcer.log", "w")
         self.procs.append(subprocess.Popen(
             [sys.executable, "-m", "regate.cli", "serve", "--config", str(CONFIG), "--host", "127.0.0.1",
-             "--port", str(port)], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT))
+             "--port", str(port)], env=env, stdout=self.log, stderr=subprocess.STDOUT))
         _wait_ready(self.base + "/health/readiness", f"enforcer + OPA         {self.base}", self.procs[-1])
         return self.base
 
@@ -225,7 +225,7 @@ class Demo:
         print(f"""
 Try it yourself while this runs (Ctrl-C stops everything):
 
-  export TOKEN=$(.venv/bin/regate dev token --key-dir {self.keys.key_dir} --claim team_id=team-a \\
+  export TOKEN=$({Path(sys.executable).parent / "regate"} dev token --key-dir {self.keys.key_dir} --claim team_id=team-a \\
       --claim sub=alice --claim email=alice@example.com --audience {DEFAULT_AUDIENCE})
   curl -s {self.base}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
       -H 'Content-Type: application/json' -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "hi"}}]}}'

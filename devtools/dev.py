@@ -25,8 +25,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from regate.errors import RegateError
-from regate.stub_server import QuietHandler
+from regate.common.errors import RegateError
+from regate.devtools.stub_server import QuietHandler
 
 DEFAULT_KEY_DIR = Path(".regate") / "dev-idp"
 DEFAULT_AUDIENCE = "regate-dev"
