@@ -6,6 +6,7 @@ rendered Rego can cite the config key and line a rule came from.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, TypeVar
@@ -48,6 +49,16 @@ class ClaimField:
     @property
     def path(self) -> tuple[str, ...]:
         return tuple(self.name.split("."))
+
+    def put(self, claims: dict, value) -> dict:
+        """A copy of `claims` with `value` at this claim's dot path (nested objects), the way IdPs nest them."""
+        claims = copy.deepcopy(claims)
+        node = claims
+        *parents, leaf = self.path
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        return claims
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,14 @@ from pathlib import PurePosixPath
 
 import jinja2
 
-from . import resources, routes
+from . import citations, resources, routes
 from .model import ROLES, ClaimField, Config, Setting
 from .testcases import decision_cases
 
 POLICY_FILES = ("identity", "roles", "routes", "email_domains", "blocked_teams", "users", "authz")
 DATA_PATH = "regate/tables/data.json"
+MASK_PATH = "regate/system/log/mask.rego"
+MASK_DECISION = "/regate/system/log/mask"  # what every OPA's decision_logs.mask_decision names
 
 
 def rego_literal(value) -> str:
@@ -69,6 +71,22 @@ def _route_views(config: Config, source: str) -> list[dict]:
     return views
 
 
+def _mask_view(config: Config, source: str) -> dict:
+    """The claims the decision-log mask keeps: the id claims, by literal name and by dot path."""
+    p = config.policy
+    fields = [p.team_field, p.user_field, p.org_field, p.end_user_field]
+    if p.user_field.value is None:
+        fields.append(p.email_field)  # the email is the user id then
+    kept = [s for s in fields if s.value is not None]
+    paths = list(dict.fromkeys(path for s in kept for path in ((s.value.name,), s.value.path)))
+    return {
+        "cites": [f"{s.cite(source)}: {s.value.name}" for s in kept],
+        "paths": rego_literal([list(path) for path in paths]),
+        "email_cite": p.user_field.cite(source),
+        "email_is_user_id": rego_literal(p.user_field.value is None),
+    }
+
+
 def tables(config: Config) -> dict:
     """The bundle's data document (data.regate.tables): large sets keyed by id for O(1) lookups."""
     policy = config.policy
@@ -104,11 +122,14 @@ def render(config: Config) -> dict[str, bytes]:
         "user_field": _View(policy.user_field.cite(source)),
         "user_check": _View("", rego_literal(policy.checks_user_existence)),
         "jwt_enabled": _View(policy.jwt_enabled.cite(source), rego_literal(policy.jwt_enabled.value)),
+        "checks_config": citations.annotation_values(config),
+        "mask": _mask_view(config, source),
         "cases": decision_cases(config),
         "rego": rego_literal,
     }
     env = _env()
     files = {f"regate/{name}.rego": env.get_template(f"{name}.rego.j2").render(context) for name in POLICY_FILES}
+    files[MASK_PATH] = env.get_template("mask.rego.j2").render(context)
     files["regate/authz_test.rego"] = env.get_template("authz_test.rego.j2").render(context)
     files[DATA_PATH] = json.dumps(tables(config), indent=2, sort_keys=True) + "\n"
     return {path: text.encode("utf-8") for path, text in files.items()}

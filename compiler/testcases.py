@@ -7,7 +7,6 @@ every bundle carries tests of its own rules (`opa test bundle/`).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from .model import ClaimField, Config
@@ -35,14 +34,7 @@ class DecisionCase:
 
 
 def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
-    """A copy of `claims` with `value` at the claim's dot path (nested objects), the way IdPs nest them."""
-    claims = copy.deepcopy(claims)
-    node = claims
-    *parents, leaf = claim.path
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return claims
+    return claim.put(claims, value)
 
 
 def _jwt(claims: dict, path: str, model: str | None = None, facts: dict | None = None) -> dict:

@@ -20,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 
 from regate import compiler
 from regate.common.opa import OPA_VERSION, OpaProcess
+from regate.compiler.render import MASK_DECISION
 
 from .settings import Settings
 
@@ -28,8 +29,10 @@ log = logging.getLogger("regate.serve")
 
 def managed_opa(bundle: Path) -> OpaProcess:
     """A local OPA on loopback loaded with `bundle`, its decision log on (to this process's stdout,
-    beside the access log, as deploy/ runs OPA): the access log's decision_id names a logged decision."""
-    return OpaProcess(["--set", "decision_logs.console=true", "--bundle", str(bundle)])
+    beside the access log, as deploy/ runs OPA): the access log's decision_id names a logged decision.
+    The bundle's mask policy keeps only the identity ids of a token's claims in that log."""
+    return OpaProcess(["--set", "decision_logs.console=true", "--set", f"decision_logs.mask_decision={MASK_DECISION}",
+                       "--bundle", str(bundle)])
 
 
 class GunicornApp(BaseApplication):

@@ -14,6 +14,7 @@ import pytest
 import urllib3
 
 from regate import compiler
+from regate.compiler.render import MASK_DECISION
 from tests.support.enforcer import EnforcerProcess
 from tests.support.idp import IdentityProvider
 from tests.support.mock_openai import MockOpenAI
@@ -95,8 +96,9 @@ def enforcer_env(idp, upstream) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def opa(opa_bin, example_bundle):
-    # With its decision log on, as deploy/ runs it: the enforcer's access log names OPA's decision ids.
-    server = OpaServer(opa_bin, bundle=str(example_bundle), extra_args=("--set", "decision_logs.console=true")).start()
+    # With its decision log on and masked, as deploy/ runs it: the enforcer's access log names OPA's decision ids.
+    server = OpaServer(opa_bin, bundle=str(example_bundle), extra_args=(
+        "--set", "decision_logs.console=true", "--set", f"decision_logs.mask_decision={MASK_DECISION}")).start()
     yield server
     server.stop()
 

@@ -88,23 +88,77 @@ denials := _credential_denials if {
 	count(_credential_denials) > 0
 } else := _access_denials
 
+# METADATA
+# title: Missing credential
+# description: Every caller presents a JWT, the master key or a virtual key.
+# custom:
+#   reason: missing_credential
+#   stage: credential
+#   config: []
 _credential_denials["missing_credential"] := "missing credential: send Authorization: Bearer <token>" if {
 	not input.credential.type in {"jwt", "master_key", "virtual_key"}
 }
 
+# METADATA
+# title: JWT auth disabled
+# description: A JWT is refused while general_settings.enable_jwt_auth is off.
+# custom:
+#   reason: jwt_auth_disabled
+#   stage: credential
+#   config:
+#     - {"key": "general_settings.enable_jwt_auth", "file": "minimal-jwt.yaml", "line": 2}
 _credential_denials["jwt_auth_disabled"] := "JWT authentication is disabled (general_settings.enable_jwt_auth)" if {
 	input.credential.type == "jwt"
 	not jwt_enabled
 }
 
+# METADATA
+# title: Invalid claims
+# description: Identity claims and scopes must have the documented types.
+# custom:
+#   reason: invalid_claims
+#   stage: credential
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.team_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.user_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.org_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.end_user_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.user_email_jwt_field", "file": "minimal-jwt.yaml", "line": null}
 _credential_denials["invalid_claims"] := sprintf("malformed claims: %s", [concat(", ", sort(identity.invalid_claims))]) if {
 	count(identity.invalid_claims) > 0
 }
 
+# METADATA
+# title: Path not canonical
+# description: Paths are compared only in canonical form (data.regate.routes.canonical).
+# custom:
+#   reason: path_not_canonical
+#   stage: access
+#   config: []
 _access_denials["path_not_canonical"] := "request path is not canonical" if not routes.canonical
 
+# METADATA
+# title: No role
+# description: The caller needs the admin scope, a team id or a user id (data.regate.roles.role).
+# custom:
+#   reason: no_role
+#   stage: access
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.admin_jwt_scope", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.team_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.user_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.user_email_jwt_field", "file": "minimal-jwt.yaml", "line": null}
 _access_denials["no_role"] := "token has no admin scope, no team id and no user id" if roles.role == null
 
+# METADATA
+# title: Email domain not allowed
+# description: Team and user tokens need a verified email in an allowed domain.
+# custom:
+#   reason: email_domain_not_allowed
+#   stage: access
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.user_allowed_email_domain", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.user_email_jwt_field", "file": "minimal-jwt.yaml", "line": null}
 _access_denials["email_domain_not_allowed"] := "email is not in an allowed domain" if {
 	email_domains.enabled
 	input.credential.type == "jwt"
@@ -112,19 +166,50 @@ _access_denials["email_domain_not_allowed"] := "email is not in an allowed domai
 	not email_domains.allowed
 }
 
+# METADATA
+# title: Team blocked
+# description: A team token of a team blocked with /team/block (data.regate_state.blocked_teams).
+# custom:
+#   reason: team_blocked
+#   stage: access
+#   config: []
 _access_denials["team_blocked"] := sprintf("team %s is blocked", [identity.team_id]) if blocked_teams.blocked
 
+# METADATA
+# title: State unavailable
+# description: Team tokens wait until the enforcer has loaded the blocked teams into OPA.
+# custom:
+#   reason: state_unavailable
+#   stage: access
+#   config: []
 _access_denials["state_unavailable"] := "blocked-team state is not loaded yet; retry" if {
 	roles.role == "team"
 	not blocked_teams.loaded
 }
 
+# METADATA
+# title: Route not allowed
+# description: The path must be in the allowed routes of the caller's role (data.regate.tables.routes).
+# custom:
+#   reason: route_not_allowed
+#   stage: access
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.admin_allowed_routes", "file": "minimal-jwt.yaml", "line": null, "role": "proxy_admin"}
+#     - {"key": "general_settings.litellm_jwtauth.team_allowed_routes", "file": "minimal-jwt.yaml", "line": null, "role": "team"}
+#     - {"key": "general_settings.litellm_jwtauth.user_allowed_routes", "file": "minimal-jwt.yaml", "line": null, "role": "internal_user"}
 _access_denials["route_not_allowed"] := sprintf("role %s may not call %s", [roles.role, input.request.path]) if {
 	roles.role != null
 	routes.canonical
 	not routes.allowed
 }
 
+# METADATA
+# title: Model not allowed
+# description: A virtual key limited to models (/key/generate models) may use only those.
+# custom:
+#   reason: model_not_allowed
+#   stage: access
+#   config: []
 _access_denials["model_not_allowed"] := sprintf("this key may not use model %s", [input.request.model]) if {
 	input.credential.type == "virtual_key"
 	is_string(input.request.model)
@@ -132,6 +217,13 @@ _access_denials["model_not_allowed"] := sprintf("this key may not use model %s",
 	not input.request.model in input.credential.key.models
 }
 
+# METADATA
+# title: Model not allowed
+# description: A team token may use only its team's models (/team/new models), from input.facts.
+# custom:
+#   reason: model_not_allowed
+#   stage: access
+#   config: []
 _access_denials["model_not_allowed"] := sprintf("team %s may not use model %s", [identity.team_id, input.request.model]) if {
 	input.credential.type == "jwt"
 	roles.role == "team"
@@ -146,6 +238,15 @@ _team_may_use_model if {
 	input.request.model in input.facts.team_models
 }
 
+# METADATA
+# title: User not found
+# description: A token naming a user the store does not know, unless user_id_upsert creates it.
+# custom:
+#   reason: user_not_found
+#   stage: access
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.user_id_jwt_field", "file": "minimal-jwt.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.user_id_upsert", "file": "minimal-jwt.yaml", "line": null}
 _access_denials["user_not_found"] := sprintf("user %s does not exist; create it with /user/new", [identity.user_id]) if {
 	users.missing
 }
