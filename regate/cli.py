@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -23,6 +24,64 @@ def _compile(args) -> int:
         print(warning, file=sys.stderr)
     print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+EXIT_CHANGED = 1  # regate diff: some decision changes
+EXIT_UNDECIDED = 3  # regate diff: the decisions could not be evaluated (OPA failed), so nothing is known
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _explain(args) -> int:
+    from regate import compiler
+    from regate.audit import explain
+
+    config = compiler.load_config(args.config)
+    if args.team is not None:
+        raise RegateError("--team (the x-litellm-team-id header) needs team_ids_jwt_field, which this regate does "
+                          "not support yet", code="unsupported_option", status=400)
+    token = sys.stdin.read() if args.token == "-" else args.token
+    credential = explain.credential(claims=args.claims, token=token, master_key=args.master_key,
+                                    virtual_key=args.virtual_key)
+    doc = explain.request_input(credential, method=args.method, path=args.path, model=args.model, facts=args.facts)
+    result = explain.explain(config, args.config, doc, blocked_teams=tuple(args.blocked_team))
+    _emit(json.dumps(result.as_json(), indent=2) + "\n" if args.json else explain.explanation_text(result), None)
+    return EXIT_OK
+
+
+def _matrix(args) -> int:
+    from regate import compiler
+    from regate.audit import html, markdown, matrix
+
+    m = matrix.build(compiler.load_config(args.config), teams=tuple(args.team))
+    render = {"markdown": markdown.matrix_markdown, "html": html.matrix_html,
+              "json": lambda m: json.dumps(m.as_json(), indent=2) + "\n"}[args.format]
+    _emit(render(m), args.output)
+    return EXIT_OK
+
+
+def _diff(args) -> int:
+    from regate import compiler
+    from regate.audit import diff, markdown
+
+    old, new = compiler.load_config(args.old), compiler.load_config(args.new)
+    try:
+        result = diff.compare(old, new, teams=tuple(args.team))
+    except RegateError as e:
+        if e.status < 500:
+            raise
+        print(f"regate diff: {e.message} [{e.code}]", file=sys.stderr)
+        return EXIT_UNDECIDED
+    render = {"text": markdown.diff_text, "markdown": markdown.diff_markdown,
+              "json": lambda d: json.dumps(d.as_json(), indent=2) + "\n"}[args.format]
+    _emit(render(result), args.output)
+    return EXIT_CHANGED if result.changed else EXIT_OK
 
 
 def _positive_int(raw: str) -> int:
@@ -102,6 +161,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OUT ending in .tar.gz writes a bundle tarball, anything else a bundle directory (default: bundle.tar.gz)")
     _signing_options(p)
     p.set_defaults(run=_compile)
+
+    p = sub.add_parser("explain", help="the policy's decision for one request, check by check, with the config behind it")
+    p.add_argument("config", help="the LiteLLM proxy config.yaml")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--claims", metavar="JSON", help="a JWT's verified claims")
+    who.add_argument("--token", metavar="JWT", help="a JWT ('-': read it from stdin); its claims are read, not verified")
+    who.add_argument("--master-key", action="store_true", help="the master key")
+    who.add_argument("--virtual-key", metavar="JSON", help='a stored key\'s owner: {"user_id", "team_id", "org_id", "models"}')
+    who.add_argument("--no-credential", action="store_true", help="no credential at all")
+    p.add_argument("--method", default="POST")
+    p.add_argument("--path", default="/v1/chat/completions")
+    p.add_argument("--model", help="the body's model")
+    p.add_argument("--team", help="the x-litellm-team-id header (needs team_ids_jwt_field: not supported yet)")
+    p.add_argument("--facts", metavar="JSON", help='what the store knows: {"user_id", "user_exists", "team_id", "team_models"}')
+    p.add_argument("--blocked-team", action="append", default=[], metavar="TEAM", help="a blocked team (repeatable)")
+    p.add_argument("--json", action="store_true", help="every check, as JSON")
+    p.set_defaults(run=_explain)
+
+    p = sub.add_parser("matrix", help="who may call what: principals x routes, decided by OPA")
+    p.add_argument("config", help="the LiteLLM proxy config.yaml")
+    p.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
+    p.add_argument("--team", action="append", default=[], metavar="TEAM", help="add a row for a token of TEAM (repeatable)")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(run=_matrix)
+
+    p = sub.add_parser("diff", help="every decision that changes between two configs (exit 0 none, 1 some, 2 config error)")
+    p.add_argument("old", help="the config before (e.g. the base branch's)")
+    p.add_argument("new", help="the config after")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    p.add_argument("--team", action="append", default=[], metavar="TEAM", help="add a row for a token of TEAM (repeatable)")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(run=_diff)
 
     p = sub.add_parser("serve", help="run the enforcer (and a managed OPA unless --opa-url is given)")
     p.add_argument("--config", required=True, help="the LiteLLM proxy config.yaml")

@@ -1,0 +1,159 @@
+"""The compiled policy evaluated by a real OPA, many requests per query.
+
+`Evaluator` compiles a config into a bundle in a temporary directory, starts one
+`opa run --server` with it and regate's batch module (batch.rego, its own bundle under
+the root `regate_audit`), and sends the cases in chunks, a few at a time so OPA uses
+every core. Every decision is OPA's evaluation of data.regate.authz.decision; nothing
+here decides anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regate import compiler
+from regate.common.errors import RegateError
+from regate.common.opa import OpaProcess
+from regate.compiler.model import Config
+
+BATCH_MODULE = Path(__file__).with_name("batch.rego")
+# No team is blocked, and the state counts as loaded (else every team token is 503 state_unavailable).
+STATE = {"blocked_teams": {}, "sync_id": "regate-audit"}
+CHUNK = 1000  # cases per query: small enough to spread over the cores, large enough to amortise HTTP
+
+
+class EvaluationError(RegateError):
+    """Raised when OPA does not answer a batch query with what was asked."""
+
+    code = "evaluation_failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A decision as the audit tools compare it. `by` says who decides: OPA, or the enforcer
+    before asking OPA (a master key where the config has none)."""
+
+    allow: bool
+    status: int
+    reasons: tuple[str, ...] = ()
+    by: str = "opa"
+
+    def as_json(self) -> dict:
+        doc = {"allow": self.allow, "status": self.status, "reasons": list(self.reasons)}
+        if self.by != "opa":
+            doc["by"] = self.by
+        return doc
+
+    @property
+    def answer(self) -> tuple:
+        """What the caller gets: allowed or not, the status and the first reason (the one that speaks)."""
+        return self.allow, self.status, self.reasons[:1]
+
+    def summary(self) -> str:
+        """`allow`, or `deny <first reason>`."""
+        return "allow" if self.allow else f"deny {self.reasons[0] if self.reasons else self.status}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request to decide: the OPA input, and optionally what the store knows (then the facts
+    are derived as the enforcer derives them)."""
+
+    input: dict
+    store: dict | None = None
+
+    def as_json(self) -> dict:
+        return {"input": self.input} | ({"store": self.store} if self.store is not None else {})
+
+
+@dataclass
+class Evaluator:
+    """A real OPA loaded with `config`'s bundle; use as a context manager."""
+
+    config: Config
+    state: dict = field(default_factory=lambda: dict(STATE))
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self):
+        self._dir: Path | None = None
+        self._opa: OpaProcess | None = None
+
+    @property
+    def opa_bin(self) -> str:
+        assert self._opa is not None, "use the Evaluator as a context manager"
+        return self._opa.opa_bin
+
+    @property
+    def bundle_dir(self) -> Path:
+        assert self._dir is not None, "use the Evaluator as a context manager"
+        return self._dir / "bundle"
+
+    def __enter__(self) -> "Evaluator":
+        self._dir = Path(tempfile.mkdtemp(prefix="regate-audit-"))
+        try:
+            compiler.bundle.write(compiler.bundle_files(self.config), self.bundle_dir)
+            helper = self._dir / "batch"
+            helper.mkdir()
+            shutil.copyfile(BATCH_MODULE, helper / "batch.rego")
+            (helper / ".manifest").write_text(json.dumps({"roots": ["regate_audit"], "rego_version": 1}))
+            self._opa = OpaProcess(["--bundle", str(self.bundle_dir), "--bundle", str(helper)],
+                                   capture_output=True).start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._opa is not None:
+            self._opa.stop()
+            self._opa = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _query(self, rule: str, cases: list[Case]) -> list:
+        assert self._opa is not None, "use the Evaluator as a context manager"
+        body = json.dumps({"input": {"cases": [c.as_json() for c in cases], "state": self.state}}).encode()
+        request = urllib.request.Request(f"{self._opa.url}/v1/data/regate_audit/batch/{rule}", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=600) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            raise EvaluationError(f"OPA refused the batch query ({e.code}): {e.read()[:500]!r}") from None
+        except OSError as e:
+            raise EvaluationError(f"OPA did not answer the batch query: {e}") from None
+        result = answer.get("result")
+        if not isinstance(result, list) or len(result) != len(cases):
+            raise EvaluationError(f"OPA answered {rule} with {str(answer)[:300]}")
+        return result
+
+    def outcomes(self, cases: list[Case]) -> list[Outcome]:
+        """OPA's decision for each case, in order; identical cases are evaluated once."""
+        unique: dict[str, Case] = {}
+        keys = []
+        for case in cases:
+            key = json.dumps(case.as_json(), sort_keys=True)
+            unique.setdefault(key, case)
+            keys.append(key)
+        distinct = list(unique)
+        chunks = [distinct[i:i + CHUNK] for i in range(0, len(distinct), CHUNK)]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(chunks)))) as pool:
+            answers = list(pool.map(lambda chunk: self._query("outcomes", [unique[k] for k in chunk]), chunks))
+        decided = {}
+        for chunk, answer in zip(chunks, answers):
+            for key, (allow, status, reasons) in zip(chunk, answer):
+                decided[key] = Outcome(allow, status, tuple(reasons))
+        return [decided[key] for key in keys]
+
+    def explain(self, case: Case) -> dict:
+        """{"decision", "denials", "reason_order"} for one case."""
+        return self._query("explanations", [case])[0]

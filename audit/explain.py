@@ -1,0 +1,199 @@
+"""`regate explain`: why the policy decides what it decides for one request.
+
+The decision and the message of every failing check are OPA's (evaluate.py); which rule
+raised each check, and the config key and line behind it, come from the bundle's
+METADATA annotations as `opa inspect` reads them (annotations.py). Nothing is decided here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+
+from regate.common.errors import RegateError
+from regate.compiler import resources
+from regate.compiler.model import Config
+
+from . import annotations
+from .evaluate import STATE, Case, Evaluator
+
+
+class InputError(RegateError):
+    """Raised when the request described on the command line is not a valid OPA input."""
+
+    code = "invalid_input"
+    status = 400
+
+
+def _json_object(option: str, raw: str) -> dict:
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise InputError(f"{option}: not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{option}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def claims_of_token(token: str) -> dict:
+    """A JWT's payload, read without verifying it. Messages never repeat the token."""
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        raise InputError("--token: not a JWT (expected three dot-separated parts)")
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (binascii.Error, ValueError):
+        raise InputError("--token: the payload is not base64url-encoded JSON") from None
+    if not isinstance(claims, dict):
+        raise InputError("--token: the payload is not a JSON object")
+    return claims
+
+
+def credential(*, claims: str | None = None, token: str | None = None, master_key: bool = False,
+               virtual_key: str | None = None) -> dict:
+    """The OPA input's credential from exactly one of the command line's credential options
+    (none of them: no credential)."""
+    if claims is not None:
+        return {"type": "jwt", "claims": _json_object("--claims", claims)}
+    if token is not None:
+        return {"type": "jwt", "claims": claims_of_token(token)}
+    if master_key:
+        return {"type": "master_key"}
+    if virtual_key is not None:
+        owner = {"user_id": None, "team_id": None, "org_id": None, "models": []}
+        return {"type": "virtual_key", "key": owner | _json_object("--virtual-key", virtual_key)}
+    return {"type": "none"}
+
+
+def request_input(cred: dict, *, method: str, path: str, model: str | None = None, facts: str | None = None) -> dict:
+    """A complete OPA input, checked against schemas/input.schema.json."""
+    request = {"method": method.upper(), "path": path}
+    if model is not None:
+        request["model"] = model
+    doc = {"request": request, "credential": cred}
+    if facts is not None:
+        doc["facts"] = _json_object("--facts", facts)
+    schema = json.loads(resources.schema_path("input.schema.json").read_text())
+    problems = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if problems:
+        where = lambda e: ".".join(["input", *(str(p) for p in e.absolute_path)])  # noqa: E731
+        raise InputError("; ".join(f"{where(e)}: {e.message}" for e in problems))
+    return doc
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: annotations.Check
+    outcome: str  # deny | pass | not_reached
+    message: str | None
+
+    def as_json(self, config_path: str) -> dict:
+        c = self.check
+        return {"reason": c.reason, "outcome": self.outcome, "message": self.message, "title": c.title,
+                "description": c.description, "stage": c.stage, "rules": [r.as_json() for r in c.rules],
+                "config": [_located(cited, config_path) for cited in c.config]}
+
+
+def _located(cited: dict, config_path: str) -> dict:
+    """A citation with the config file as given on the command line (the bundle names its basename)."""
+    file = config_path if cited.get("file") == Path(config_path).name else cited.get("file")
+    return {k: v for k, v in cited.items() if k != "file"} | {"file": file}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    config_path: str
+    input: dict
+    decision: dict
+    by: str  # opa | enforcer
+    results: tuple[CheckResult, ...]
+
+    def as_json(self) -> dict:
+        return {"config": self.config_path, "input": self.input, "decision": self.decision, "decided_by": self.by,
+                "checks": [r.as_json(self.config_path) for r in self.results]}
+
+
+def _results(answer: dict, checks: dict[str, annotations.Check]) -> tuple[CheckResult, ...]:
+    decision, denials = answer["decision"], answer["denials"]
+    stopped = any(r in checks and checks[r].stage == "credential" for r in decision["reasons"])
+    results = []
+    for reason in answer["reason_order"]:
+        check = checks.get(reason) or annotations.Check(reason, "", "(no METADATA annotation)", "", (), ())
+        if reason in denials:
+            outcome = "deny"
+        elif stopped and check.stage != "credential":
+            outcome = "not_reached"
+        else:
+            outcome = "pass"
+        results.append(CheckResult(check, outcome, denials.get(reason)))
+    return tuple(results)
+
+
+def explain(config: Config, config_path: str, doc: dict, *, blocked_teams: tuple[str, ...] = ()) -> Explanation:
+    if doc["credential"]["type"] == "master_key" and not config.policy.master_key_configured:
+        refused = {"allow": False, "status": 401, "reasons": ["master_key_not_configured"],
+                   "message": "the config sets no general_settings.master_key: the enforcer looks the key up as a "
+                              "virtual key and refuses it (401) before asking OPA"}
+        return Explanation(config_path, doc, refused, "enforcer", ())
+    state = STATE | {"blocked_teams": {team: True for team in blocked_teams}}
+    with Evaluator(config, state=state) as opa:
+        answer = opa.explain(Case(doc))
+        checks = annotations.checks(annotations.inspect(opa.bundle_dir, opa.opa_bin), opa.bundle_dir)
+    return Explanation(config_path, doc, answer["decision"], "opa", _results(answer, checks))
+
+
+def _citation(cited: dict) -> str:
+    where = f"{cited['file']}:{cited['line']}" if cited.get("line") else "default"
+    return f"{cited['key']} ({where})"
+
+
+def _block(result: CheckResult, role: str | None, config_path: str) -> list[str]:
+    c = result.check
+    lines = [f"  {c.reason}: {c.title}" if c.title else f"  {c.reason}"]
+    if result.message:
+        lines.append(f"    {result.message}")
+    for rule in c.rules:
+        lines.append(f"    rule    {rule.ref} ({rule.file}:{rule.line})")
+    cited = [_located(x, config_path) for x in c.config if role is None or x.get("role") in (None, role)]
+    for x in cited:
+        lines.append(f"    config  {_citation(x)}")
+    if not c.rules:
+        lines.append(f"    {c.description}")
+    return lines
+
+
+def explanation_text(e: Explanation) -> str:
+    d = e.decision
+    request = e.input["request"]
+    cred = e.input["credential"]
+    shown = {"jwt": lambda: "JWT claims " + json.dumps(cred.get("claims", {}), sort_keys=True),
+             "virtual_key": lambda: "virtual key " + json.dumps(cred.get("key", {}), sort_keys=True)}
+    verdict = "allow" if d["allow"] else f"deny {d['status']} {d['reasons'][0]}"
+    lines = [
+        f"config      {e.config_path}",
+        f"request     {request['method']} {request['path']}" + (f" model {request['model']}" if request.get("model") else ""),
+        f"credential  {shown.get(cred['type'], lambda: cred['type'].replace('_', ' '))()}",
+        f"decision    {verdict}: {d['message']}" + (" (decided by the enforcer, not OPA)" if e.by != "opa" else ""),
+    ]
+    if e.by == "opa":
+        subject = " ".join(f"{k}={v}" for k, v in d["subject"].items() if v is not None) or "-"
+        lines += [f"role        {d['role'] or '-'}", f"subject     {subject}"]
+        if e.input.get("facts"):
+            lines.append(f"facts       {json.dumps(e.input['facts'], sort_keys=True)}")
+        if d.get("upsert_user"):
+            lines.append("upsert      the enforcer creates the user (user_id_upsert)")
+    shown_results = [r for r in e.results if r.outcome == ("pass" if d["allow"] else "deny")]
+    if shown_results:
+        lines += ["", "passed:" if d["allow"] else "denied by:"]
+        for r in shown_results:
+            lines += _block(r, d.get("role"), e.config_path)
+        rest = len(e.results) - len(shown_results)
+        if rest:
+            lines += ["", f"{rest} other checks passed or were not reached (--json lists every check)."]
+    return "\n".join(lines) + "\n"

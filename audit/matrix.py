@@ -1,0 +1,113 @@
+"""`regate matrix`: who may call what under a config, as OPA decides it.
+
+Rows are principal classes (principals.py), columns route groups, routes and templates
+(columns.py); a cell holds the decision for every path of its column. All cells of a config
+are decided by one real OPA in a few batch queries (evaluate.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from regate.compiler.model import Config
+
+from . import columns as cols
+from . import principals as who
+from .columns import Column
+from .evaluate import Case, Evaluator, Outcome
+from .principals import Principal
+
+# The enforcer refuses a master key that the config does not set before asking OPA: the key is
+# looked up as a virtual key and is not one (401).
+NO_MASTER_KEY = Outcome(False, 401, ("master_key_not_configured",), by="enforcer")
+
+Request = tuple[str, str | None]  # (path, model)
+
+
+def request_input(principal: Principal, path: str, model: str | None) -> dict:
+    request = {"method": cols.METHOD, "path": path}
+    if model is not None:
+        request["model"] = model
+    return {"request": request, "credential": principal.credential}
+
+
+def decide(config: Config, principals: list[Principal], requests: list[Request], *,
+           evaluator: Evaluator | None = None) -> dict[tuple[str, Request], Outcome]:
+    """The outcome of every principal × request under `config`, keyed by (principal key, request)."""
+    asked: list[tuple[str, Request]] = []
+    cases: list[Case] = []
+    outcomes: dict[tuple[str, Request], Outcome] = {}
+    for principal in principals:
+        for request in requests:
+            if principal.needs_master_key and not config.policy.master_key_configured:
+                outcomes[(principal.key, request)] = NO_MASTER_KEY
+                continue
+            asked.append((principal.key, request))
+            cases.append(Case(request_input(principal, *request), principal.store))
+    if cases:
+        if evaluator is None:
+            with Evaluator(config) as opa:
+                decided = opa.outcomes(cases)
+        else:
+            decided = evaluator.outcomes(cases)
+        outcomes.update(zip(asked, decided))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The outcomes of one principal on every path of one column."""
+
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def allowed(self) -> int:
+        return sum(o.allow for o in self.outcomes)
+
+    def text(self) -> str:
+        """`allow`, `deny <first reason>`, or `allow 3/40 (deny: <first reasons of the others>)`."""
+        total = len(self.outcomes)
+        if self.allowed == total:
+            return "allow"
+        denied = Counter(o.summary().removeprefix("deny ") for o in self.outcomes if not o.allow)
+        why = ", ".join(reason if len(denied) == 1 and not self.allowed else f"{reason} {n}"
+                        for reason, n in sorted(denied.items()))
+        return f"deny {why}" if not self.allowed else f"allow {self.allowed}/{total} (deny: {why})"
+
+    def as_json(self) -> dict:
+        return {"allowed": self.allowed, "total": len(self.outcomes), "text": self.text()}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    source: str
+    principals: list[Principal]
+    columns: list[Column]
+    outcomes: dict[tuple[str, Request], Outcome]
+
+    def cell(self, principal: Principal, column: Column) -> Cell:
+        return Cell(tuple(self.outcomes[(principal.key, r)] for r in column.requests()))
+
+    def as_json(self) -> dict:
+        return {
+            "config": self.source,
+            "method": cols.SHOWN_METHOD,
+            "principals": [p.as_json() for p in self.principals],
+            "columns": [c.as_json() for c in self.columns],
+            "cells": [[self.cell(p, c).as_json() for c in self.columns] for p in self.principals],
+            "decisions": [
+                {"principal": p.label, "method": cols.SHOWN_METHOD, "path": path, "model": model}
+                | self.outcomes[(p.key, (path, model))].as_json()
+                for p in self.principals for path, model in cols.requests(self.columns)
+            ],
+        }
+
+
+def build(config: Config, *, teams: tuple[str, ...] = ()) -> Matrix:
+    """The access matrix of `config` (with a team token per name in `teams`)."""
+    principals = who.principals(config, teams)
+    columns = cols.columns(config)
+    outcomes = decide(config, principals, cols.requests(columns))
+    return Matrix(PurePosixPath(config.source_file).name, principals, columns, outcomes)
