@@ -50,6 +50,10 @@ class ClaimField:
     def path(self) -> tuple[str, ...]:
         return tuple(self.name.split("."))
 
+    def as_json(self) -> dict:
+        """How the policy holds a claim field: its literal name and its dot path."""
+        return {"name": self.name, "path": list(self.path)}
+
     def put(self, claims: dict, value) -> dict:
         """A copy of `claims` with `value` at this claim's dot path (nested objects), the way IdPs nest them."""
         claims = copy.deepcopy(claims)

@@ -51,8 +51,7 @@ def _claim_view(rule: str, setting: Setting[ClaimField | None], source: str) -> 
     field = setting.value
     if field is None:
         return _View(setting.cite(source), "null", "not set", rule)
-    value = {"name": field.name, "path": list(field.path)}
-    return _View(setting.cite(source), rego_literal(value), f"claim {field.name}", rule)
+    return _View(setting.cite(source), rego_literal(field.as_json()), f"claim {field.name}", rule)
 
 
 def _route_views(config: Config, source: str) -> list[dict]:
