@@ -15,15 +15,50 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2  # the input (config, arguments, output path) needs fixing
 
 
+def _checked(config, files, min_coverage: float) -> bool:
+    """The bundle's own checks (fmt, check --strict, its tests with coverage, annotations), reported on stderr."""
+    from regate.audit import bundle_checks
+
+    report = bundle_checks.check_files(files)
+    ok = report.ok(min_coverage)
+    print(f"{config.source_file}: {'ok' if ok else 'FAILED'}: {report.summary(min_coverage)}", file=sys.stderr)
+    return ok
+
+
 def _compile(args) -> int:
     from regate import compiler
 
-    config = compiler.compile_file(args.config, args.output, signing_key=args.signing_key,
-                                   signing_alg=args.signing_alg, key_id=args.key_id)
+    if not args.check:
+        config = compiler.compile_file(args.config, args.output, signing_key=args.signing_key,
+                                       signing_alg=args.signing_alg, key_id=args.key_id)
+    else:
+        config = compiler.load_config(args.config)
+        files = compiler.bundle_files(config, signing_key=args.signing_key, signing_alg=args.signing_alg,
+                                      key_id=args.key_id)
+        if not _checked(config, files, args.min_coverage):
+            return EXIT_FAILED  # nothing is written
+        compiler.bundle.write(files, args.output)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
     print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _test(args) -> int:
+    from regate import compiler
+
+    status = EXIT_OK
+    for path in args.configs:
+        try:
+            config = compiler.load_config(path)
+        except ConfigError as e:
+            for diagnostic in e.diagnostics:
+                print(diagnostic, file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        if not _checked(config, compiler.bundle_files(config), args.min_coverage) and status == EXIT_OK:
+            status = EXIT_FAILED
+    return status
 
 
 EXIT_CHANGED = 1  # regate diff: some decision changes
@@ -144,6 +179,13 @@ def _dev_idp(args) -> int:
     return dev.idp_command(args)
 
 
+def _min_coverage(p: argparse.ArgumentParser) -> None:
+    from regate.audit.bundle_checks import MIN_COVERAGE
+
+    p.add_argument("--min-coverage", type=float, default=MIN_COVERAGE, metavar="PERCENT",
+                   help=f"fail when the generated tests evaluate less of the policy (default {MIN_COVERAGE:g})")
+
+
 def _signing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", help="PEM private key: sign the bundle (.signatures.json, as OPA verifies it)")
     p.add_argument("--signing-alg", choices=["RS256", "ES256"], help="default: RS256 for RSA keys, ES256 for EC keys")
@@ -159,8 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the LiteLLM proxy config.yaml")
     p.add_argument("-o", "--output", default="bundle.tar.gz",
                    help="OUT ending in .tar.gz writes a bundle tarball, anything else a bundle directory (default: bundle.tar.gz)")
+    p.add_argument("--check", action="store_true",
+                   help="before writing: opa fmt, opa check --strict, the generated tests with coverage, annotations")
+    _min_coverage(p)
     _signing_options(p)
     p.set_defaults(run=_compile)
+
+    p = sub.add_parser("test", help="compile each config and run the bundle's checks (what compile --check runs); writes nothing")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="LiteLLM proxy config.yaml files")
+    _min_coverage(p)
+    p.set_defaults(run=_test)
 
     p = sub.add_parser("explain", help="the policy's decision for one request, check by check, with the config behind it")
     p.add_argument("config", help="the LiteLLM proxy config.yaml")
