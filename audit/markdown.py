@@ -86,7 +86,7 @@ def diff_markdown(d: Diff) -> str:
             what += f" (model `{change.model}`)"
         after = f"**{change.after.summary()}**" if change.widens else change.after.summary()
         line = f"| {_escape(change.principal.label)} | {_escape(what)} | {change.before.summary()} | {after} |"
-        if size + len(line) > COMMENT_LIMIT:
+        if size + len(line) + 100 > COMMENT_LIMIT:  # room left for the note below
             lines.append(f"\n{len(rows) - i} more rows left out to fit a comment: run `regate diff --format json`.")
             break
         lines.append(line)
