@@ -8,7 +8,6 @@ METADATA annotations as `opa inspect` reads them (annotations.py). Nothing is de
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +39,26 @@ def _json_object(option: str, raw: str) -> dict:
     return value
 
 
+def _segment(raw: str, what: str) -> dict:
+    """One base64url JSON-object segment of a JWT, decoded as PyJWT decodes it."""
+    data = raw.encode("utf-8")
+    try:
+        value = json.loads(base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4)))
+    except ValueError:  # binascii.Error, JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"--token: the {what} is not base64url-encoded JSON") from None
+    if not isinstance(value, dict):
+        raise InputError(f"--token: the {what} is not a JSON object")
+    return value
+
+
 def claims_of_token(token: str) -> dict:
-    """A JWT's payload, read without verifying it. Messages never repeat the token."""
-    parts = token.strip().split(".")
+    """A JWT's claims, read without verifying it (header and payload must decode). Messages never
+    repeat the token."""
+    parts = token.split(".")
     if len(parts) != 3:
         raise InputError("--token: not a JWT (expected three dot-separated parts)")
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError):
-        raise InputError("--token: the payload is not base64url-encoded JSON") from None
-    if not isinstance(claims, dict):
-        raise InputError("--token: the payload is not a JSON object")
-    return claims
+    _segment(parts[0], "header")
+    return _segment(parts[1], "payload")
 
 
 def credential(*, claims: str | None = None, token: str | None = None, master_key: bool = False,

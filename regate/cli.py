@@ -81,7 +81,7 @@ def _explain(args) -> int:
     if args.team is not None:
         raise RegateError("--team (the x-litellm-team-id header) needs team_ids_jwt_field, which this regate does "
                           "not support yet", code="unsupported_option", status=400)
-    token = sys.stdin.read() if args.token == "-" else args.token
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
     credential = explain.credential(claims=args.claims, token=token, master_key=args.master_key,
                                     virtual_key=args.virtual_key)
     doc = explain.request_input(credential, method=args.method, path=args.path, model=args.model, facts=args.facts)
