@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.decision_log import decisions
 from tests.support.net import free_port
 
 from . import files
@@ -30,6 +31,21 @@ from .processes import Process, StaticBundleServer
 
 MASTER_KEY_INPUT = {"request": {"method": "GET", "path": "/global/spend"}, "credential": {"type": "master_key"}}
 NO_CREDENTIAL_INPUT = {"request": {"method": "GET", "path": "/v1/models"}, "credential": {"type": "none"}}
+# examples/regate.yaml names team_id and sub as id claims; the rest must not reach the decision log.
+TOKEN_INPUT = {"request": {"method": "GET", "path": "/v1/models"},
+               "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "u1", "email": "private@example.com",
+                                                      "name": "Private Name", "groups": ["private-group"]}}}
+
+
+def assert_decision_log_masked(output: str) -> None:
+    """The OPA's decision log has the token decision, with the claims masked to the ids by the bundle's policy."""
+    logged = [e for e in decisions(output.splitlines()).values()
+              if e.get("input", {}).get("credential", {}).get("type") == "jwt"]
+    assert logged, output
+    for entry in logged:
+        assert entry["input"]["credential"]["claims"] == {"team_id": "team-a", "sub": "u1"}
+        assert entry["masked"] == ["/input/credential/claims"]
+    assert "private" not in output.lower()
 
 
 def decide(api_url: str, input_doc: dict) -> dict:
@@ -148,6 +164,7 @@ def test_compose_opa_config_and_command_load_the_bundle(opa_bin, example_bundle,
         assert decide(api, MASTER_KEY_INPUT)["allow"] is True
         denied = decide(api, NO_CREDENTIAL_INPUT)
         assert (denied["allow"], denied["status"], denied["reasons"]) == (False, 401, ["missing_credential"])
+        assert decide(api, TOKEN_INPUT)["subject"]["email"] == "private@example.com"  # the answer is whole
 
         # The configured long polling is in effect: OPA asks the server to hold the request.
         wait = config["bundles"]["regate"]["polling"]["long_polling_timeout_seconds"]
@@ -161,6 +178,7 @@ def test_compose_opa_config_and_command_load_the_bundle(opa_bin, example_bundle,
         assert result.returncode == 0, result.stdout + result.stderr
     finally:
         opa.stop()
+    assert_decision_log_masked(opa.output)
     # The same check against a stopped OPA reports unhealthy.
     assert run_as_opa(compose_healthcheck(opa_bin, port)).returncode != 0
 
@@ -209,10 +227,12 @@ def test_kubernetes_sidecar_serves_probes_on_the_diagnostic_port_and_persists_th
             # The diagnostic port serves health and metrics only: no policy data, no writes.
             assert get_status(f"{diag}/v1/data") == 404
             assert decide(api, MASTER_KEY_INPUT)["allow"] is True
+            assert decide(api, TOKEN_INPUT)["role"] == "team"
             persisted = list(persistence.rglob("*.tar.gz"))
             assert persisted, "persist: true wrote the activated bundle"
         finally:
             opa.stop()
+        assert_decision_log_masked(opa.output)
 
     # The bundle service is gone now; a restarted sidecar activates the persisted bundle.
     opa = start_opa(argv)

@@ -9,6 +9,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+from tests.support.decision_log import decisions
 from tests.support.forge import sign
 from tests.support.mock_openai import Behavior
 
@@ -110,19 +111,6 @@ def test_in_flight_gauge_counts_open_streams(client, enforcer, idp, fresh_upstre
     assert metric(m, "regate_requests_in_flight") == idle
 
 
-def opa_decisions(lines) -> dict[str, dict]:
-    """OPA's console decision log entries among `lines`, by decision id."""
-    entries = {}
-    for raw in list(lines):
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("msg") == "Decision Log":
-            entries[entry["decision_id"]] = entry
-    return entries
-
-
 def test_one_json_access_line_per_request(client, enforcer, opa, idp, fresh_upstream):
     token = team_token(idp, team="team-logs", user="log-user")
     ids = {}
@@ -146,11 +134,16 @@ def test_one_json_access_line_per_request(client, enforcer, opa, idp, fresh_upst
         "status": 200, "reason": None, "role": "team", "user_id": "log-user", "team_id": "team-logs",
         "model": "gpt-4o-mini", "ms": 0}
     # The decision ids are OPA's: its decision log has each one, for this request's input.
-    logged = opa_decisions(opa.log_lines)
+    logged = decisions(opa.log_lines)
     for name, path in (("allowed", "/v1/chat/completions"), ("denied", "/key/generate")):
         decision_id = line[name]["decision_id"]
         assert isinstance(decision_id, str) and decision_id in logged, (name, line[name])
         assert logged[decision_id]["input"]["request"]["path"] == path
+        # Masked by the bundle's policy: of the token's claims only the ids stay (team_id, sub).
+        assert logged[decision_id]["input"]["credential"]["claims"] == {"team_id": "team-logs", "sub": "log-user"}
+        assert logged[decision_id]["masked"] == ["/input/credential/claims"]
+        assert logged[decision_id]["erased"] == ["/result/subject/email"]
+    assert "log-user@example.com" not in "\n".join(opa.log_lines)
     assert line["bad_token"]["decision_id"] is None and line["bad_path"]["decision_id"] is None  # refused before OPA
     assert (line["denied"]["status"], line["denied"]["reason"], line["denied"]["role"]) == (
         403, "route_not_allowed", "team")
@@ -177,9 +170,12 @@ def test_managed_opa_logs_the_decisions_the_access_log_names(idp, upstream, tmp_
         managed.wait()
     decision_id = line["decision_id"]
     assert isinstance(decision_id, str), line
-    logged = opa_decisions(managed.output.splitlines())
+    logged = decisions(managed.output.splitlines())
     assert logged[decision_id]["input"]["request"]["path"] == "/v1/models"
     assert token not in managed.output and MASTER_KEY not in managed.output  # claims are logged, never credentials
+    # ... and only the id claims: the managed OPA names the bundle's mask policy too.
+    assert logged[decision_id]["input"]["credential"]["claims"] == {"team_id": "team-managed", "sub": "managed-user"}
+    assert "managed-user@example.com" not in managed.output
 
 
 def test_no_secret_ever_reaches_the_output(client, enforcer, idp, admin_token, fresh_upstream):
