@@ -62,8 +62,10 @@ def _relative(path: str, root: Path) -> str:
 def _lint(report: BundleReport, root: Path, opa_bin: str) -> None:
     fmt = _run(opa_bin, "fmt", "--list", "--fail", str(root))
     if fmt.returncode != 0:
-        report.problems += [f"opa fmt: {_relative(line, root)} is not formatted" for line in fmt.stdout.split()]
-        report.problems += [f"opa fmt: {line}" for line in fmt.stderr.splitlines() if line.strip()]
+        unformatted = fmt.stdout.split()
+        report.problems += [f"opa fmt: {_relative(line, root)} is not formatted" for line in unformatted]
+        if not unformatted:  # fmt could not even parse the files
+            report.problems += [f"opa fmt: {line}" for line in fmt.stderr.splitlines() if line.strip()]
     check = _run(opa_bin, "check", "--strict", "--schema", str(resources.schema_path("input.schema.json")),
                  "--bundle", str(root))
     if check.returncode != 0:
@@ -71,17 +73,23 @@ def _lint(report: BundleReport, root: Path, opa_bin: str) -> None:
                             for line in (check.stdout + check.stderr).splitlines() if line.strip()]
 
 
-def _tests(report: BundleReport, root: Path, opa_bin: str) -> None:
-    run = _run(opa_bin, "test", "--format", "json", str(root))
+def _json(run: subprocess.CompletedProcess, what: str, report: BundleReport):
+    """OPA's JSON answer, or None with OPA's message as a problem."""
     try:
-        results = json.loads(run.stdout)
+        return json.loads(run.stdout)
     except ValueError:
-        report.problems.append(f"opa test: {(run.stderr or run.stdout).strip()}")
+        report.problems.append(f"{what}: {(run.stderr or run.stdout).strip()}")
+        return None
+
+
+def _tests(report: BundleReport, root: Path, opa_bin: str) -> None:
+    results = _json(_run(opa_bin, "test", "--format", "json", str(root)), "opa test", report)
+    if results is None:
         return
     report.tests = len(results)
-    report.failed = [r["name"] for r in results if r.get("fail") or r.get("error")]
-    cover = _run(opa_bin, "test", "--coverage", "--format", "json", str(root))
-    files = json.loads(cover.stdout)["files"]
+    report.failed = [f"{r['package']}.{r['name']}" for r in results if r.get("fail") or r.get("error")]
+    cover = _json(_run(opa_bin, "test", "--coverage", "--format", "json", str(root)), "opa test --coverage", report)
+    files = (cover or {}).get("files", {})
     covered = missed = 0
     for path, counts in sorted(files.items()):
         if path.endswith("_test.rego"):
@@ -105,8 +113,11 @@ def _documented(report: BundleReport, root: Path, opa_bin: str) -> None:
     for a in notes:
         if a["annotations"].get("entrypoint") and not (a["annotations"].get("title") and a["annotations"].get("description")):
             report.problems.append(f"opa inspect: entrypoint {annotations.ref(a['path'])} has no title and description")
-    order = _run(opa_bin, "eval", "--format", "json", "--bundle", str(root), "data.regate.authz.reason_order")
-    reasons = json.loads(order.stdout)["result"][0]["expressions"][0]["value"]
+    order = _json(_run(opa_bin, "eval", "--format", "json", "--bundle", str(root), "data.regate.authz.reason_order"),
+                  "opa eval data.regate.authz.reason_order", report)
+    if not order or not order.get("result"):
+        return
+    reasons = order["result"][0]["expressions"][0]["value"]
     checks = annotations.checks(inspected, root)
     for reason in reasons:
         if reason not in checks:
