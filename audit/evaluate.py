@@ -64,14 +64,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Case:
-    """One request to decide: the OPA input, and optionally what the store knows (then the facts
-    are derived as the enforcer derives them)."""
+    """One request to decide: the OPA input, and optionally what the store knows about its
+    credential (then OPA derives the facts the enforcer would send)."""
 
     input: dict
     store: dict | None = None
-
-    def as_json(self) -> dict:
-        return {"input": self.input} | ({"store": self.store} if self.store is not None else {})
 
 
 @dataclass
@@ -106,6 +103,7 @@ class Evaluator:
             (helper / ".manifest").write_text(json.dumps({"roots": ["regate_audit"], "rego_version": 1}))
             self._opa = OpaProcess(["--bundle", str(self.bundle_dir), "--bundle", str(helper)],
                                    capture_output=True).start()
+            self._send("PUT", "/v1/data/regate_state", self.state)  # as the enforcer writes it
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -119,41 +117,48 @@ class Evaluator:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def _query(self, rule: str, cases: list[Case]) -> list:
+    def _send(self, method: str, path: str, doc) -> dict | None:
         assert self._opa is not None, "use the Evaluator as a context manager"
-        body = json.dumps({"input": {"cases": [c.as_json() for c in cases], "state": self.state}}).encode()
-        request = urllib.request.Request(f"{self._opa.url}/v1/data/regate_audit/batch/{rule}", data=body,
+        request = urllib.request.Request(f"{self._opa.url}{path}", data=json.dumps(doc).encode(), method=method,
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=600) as resp:
-                answer = json.loads(resp.read())
+                raw = resp.read()
         except urllib.error.HTTPError as e:
-            raise EvaluationError(f"OPA refused the batch query ({e.code}): {e.read()[:500]!r}") from None
+            raise EvaluationError(f"OPA refused {method} {path} ({e.code}): {e.read()[:500]!r}") from None
         except OSError as e:
-            raise EvaluationError(f"OPA did not answer the batch query: {e}") from None
-        result = answer.get("result")
+            raise EvaluationError(f"OPA did not answer {method} {path}: {e}") from None
+        return json.loads(raw) if raw else None
+
+    def _query(self, rule: str, cases: list[dict]) -> list:
+        answer = self._send("POST", f"/v1/data/regate_audit/batch/{rule}", {"input": {"cases": cases}})
+        result = (answer or {}).get("result")
         if not isinstance(result, list) or len(result) != len(cases):
             raise EvaluationError(f"OPA answered {rule} with {str(answer)[:300]}")
         return result
 
-    def outcomes(self, cases: list[Case]) -> list[Outcome]:
-        """OPA's decision for each case, in order; identical cases are evaluated once."""
-        unique: dict[str, Case] = {}
-        keys = []
+    def _inputs(self, cases: list[Case]) -> list[dict]:
+        """Each case's OPA input, with the facts OPA derives for its credential and store."""
+        owners = {json.dumps([c.input["credential"], c.store], sort_keys=True): c for c in cases if c.store is not None}
+        keys = list(owners)
+        answers = self._query("facts", [{"credential": owners[k].input["credential"], "store": owners[k].store}
+                                        for k in keys]) if keys else []
+        facts = dict(zip(keys, answers))
+        inputs = []
         for case in cases:
-            key = json.dumps(case.as_json(), sort_keys=True)
-            unique.setdefault(key, case)
-            keys.append(key)
-        distinct = list(unique)
-        chunks = [distinct[i:i + CHUNK] for i in range(0, len(distinct), CHUNK)]
+            known = facts.get(json.dumps([case.input["credential"], case.store], sort_keys=True)) \
+                if case.store is not None else None
+            inputs.append(case.input | {"facts": known} if known else case.input)
+        return inputs
+
+    def outcomes(self, cases: list[Case]) -> list[Outcome]:
+        """OPA's decision for each case, in order."""
+        inputs = self._inputs(cases)
+        chunks = [inputs[i:i + CHUNK] for i in range(0, len(inputs), CHUNK)]
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(chunks)))) as pool:
-            answers = list(pool.map(lambda chunk: self._query("outcomes", [unique[k] for k in chunk]), chunks))
-        decided = {}
-        for chunk, answer in zip(chunks, answers):
-            for key, (allow, status, reasons) in zip(chunk, answer):
-                decided[key] = Outcome(allow, status, tuple(reasons))
-        return [decided[key] for key in keys]
+            answers = pool.map(lambda chunk: self._query("outcomes", chunk), chunks)
+            return [Outcome(allow, status, tuple(reasons)) for answer in answers for allow, status, reasons in answer]
 
     def explain(self, case: Case) -> dict:
         """{"decision", "denials", "reason_order"} for one case."""
-        return self._query("explanations", [case])[0]
+        return self._query("explanations", self._inputs([case]))[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from regate.compiler.model import AuthPolicy, Config
 
@@ -37,7 +38,7 @@ class Principal:
     store: dict = field(default_factory=_store)
     needs_master_key: bool = False
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Identity across configs: the same credential and store facts are the same principal."""
         return json.dumps([self.credential, self.store, self.needs_master_key], sort_keys=True)

@@ -68,8 +68,7 @@ def test_outcomes_are_opas_decisions_with_the_enforcers_facts(config, plain_opa)
 
 
 def test_many_cases_keep_their_order(config, monkeypatch):
-    """Cases are split into chunks sent side by side; the answers come back in the cases' order,
-    and identical cases are asked once."""
+    """Cases are split into chunks sent side by side; the answers come back in the cases' order."""
     monkeypatch.setattr(evaluate, "CHUNK", 7)
     team = {"client_id": "team-a", "sub": "u1", "email": "dev@example.com"}
     store = {"user_exists": True, "team_models": []}
@@ -83,7 +82,7 @@ def test_many_cases_keep_their_order(config, monkeypatch):
 def test_an_opa_that_goes_away_is_an_error_not_an_answer(config):
     with Evaluator(config) as opa:
         opa._opa.stop()
-        with pytest.raises(EvaluationError, match="^OPA did not answer the batch query"):
+        with pytest.raises(EvaluationError, match="^OPA did not answer POST /v1/data/regate_audit/batch/"):
             opa.outcomes([Case(jwt({"team_id": "t"}, "/v1/models"))])
 
 
