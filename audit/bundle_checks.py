@@ -24,9 +24,7 @@ from pathlib import Path
 from regate.common.opa import find_opa
 from regate.compiler import bundle, resources
 
-from . import annotations
-
-MIN_COVERAGE = 100.0  # percent of the policy's lines the generated tests evaluate
+from . import MIN_COVERAGE, annotations
 
 
 @dataclass

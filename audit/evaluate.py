@@ -138,18 +138,14 @@ class Evaluator:
         return result
 
     def _inputs(self, cases: list[Case]) -> list[dict]:
-        """Each case's OPA input, with the facts OPA derives for its credential and store."""
-        owners = {json.dumps([c.input["credential"], c.store], sort_keys=True): c for c in cases if c.store is not None}
-        keys = list(owners)
-        answers = self._query("facts", [{"credential": owners[k].input["credential"], "store": owners[k].store}
-                                        for k in keys]) if keys else []
-        facts = dict(zip(keys, answers))
-        inputs = []
-        for case in cases:
-            known = facts.get(json.dumps([case.input["credential"], case.store], sort_keys=True)) \
-                if case.store is not None else None
-            inputs.append(case.input | {"facts": known} if known else case.input)
-        return inputs
+        """Each case's OPA input, with the facts OPA derives for its credential and store (asked once each)."""
+        keys = [None if c.store is None else json.dumps([c.input["credential"], c.store], sort_keys=True) for c in cases]
+        owners = {key: case for key, case in zip(keys, cases) if key is not None}
+        answers = self._query("facts", [{"credential": c.input["credential"], "store": c.store}
+                                        for c in owners.values()]) if owners else []
+        facts = dict(zip(owners, answers))
+        return [case.input | {"facts": facts[key]} if key is not None and facts[key] else case.input
+                for key, case in zip(keys, cases)]
 
     def outcomes(self, cases: list[Case]) -> list[Outcome]:
         """OPA's decision for each case, in order."""

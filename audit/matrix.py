@@ -33,8 +33,7 @@ def request_input(principal: Principal, path: str, model: str | None) -> dict:
     return {"request": request, "credential": principal.credential}
 
 
-def decide(config: Config, principals: list[Principal], requests: list[Request], *,
-           evaluator: Evaluator | None = None) -> dict[tuple[str, Request], Outcome]:
+def decide(config: Config, principals: list[Principal], requests: list[Request]) -> dict[tuple[str, Request], Outcome]:
     """The outcome of every principal × request under `config`, keyed by (principal key, request)."""
     asked: list[tuple[str, Request]] = []
     cases: list[Case] = []
@@ -47,12 +46,8 @@ def decide(config: Config, principals: list[Principal], requests: list[Request],
             asked.append((principal.key, request))
             cases.append(Case(request_input(principal, *request), principal.store))
     if cases:
-        if evaluator is None:
-            with Evaluator(config) as opa:
-                decided = opa.outcomes(cases)
-        else:
-            decided = evaluator.outcomes(cases)
-        outcomes.update(zip(asked, decided))
+        with Evaluator(config) as opa:
+            outcomes.update(zip(asked, opa.outcomes(cases)))
     return outcomes
 
 

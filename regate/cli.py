@@ -8,11 +8,14 @@ import os
 import sys
 
 from regate import __version__
+from regate.audit import MIN_COVERAGE  # the package alone: `serve` must import nothing before gevent patches
 from regate.common.errors import ConfigError, RegateError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # the input (config, arguments, output path) needs fixing
+EXIT_CHANGED = 1  # regate diff: some decision changes
+EXIT_UNDECIDED = 3  # regate diff: the decisions could not be evaluated (OPA failed), so nothing is known
 
 
 def _checked(config, files, min_coverage: float) -> bool:
@@ -59,10 +62,6 @@ def _test(args) -> int:
         if not _checked(config, compiler.bundle_files(config), args.min_coverage) and status == EXIT_OK:
             status = EXIT_FAILED
     return status
-
-
-EXIT_CHANGED = 1  # regate diff: some decision changes
-EXIT_UNDECIDED = 3  # regate diff: the decisions could not be evaluated (OPA failed), so nothing is known
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -180,10 +179,13 @@ def _dev_idp(args) -> int:
 
 
 def _min_coverage(p: argparse.ArgumentParser) -> None:
-    from regate.audit.bundle_checks import MIN_COVERAGE
-
     p.add_argument("--min-coverage", type=float, default=MIN_COVERAGE, metavar="PERCENT",
                    help=f"fail when the generated tests evaluate less of the policy (default {MIN_COVERAGE:g})")
+
+
+def _team_rows_and_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--team", action="append", default=[], metavar="TEAM", help="add a row for a token of TEAM (repeatable)")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
 
 
 def _signing_options(p: argparse.ArgumentParser) -> None:
@@ -232,16 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("matrix", help="who may call what: principals x routes, decided by OPA")
     p.add_argument("config", help="the LiteLLM proxy config.yaml")
     p.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
-    p.add_argument("--team", action="append", default=[], metavar="TEAM", help="add a row for a token of TEAM (repeatable)")
-    p.add_argument("-o", "--output", help="write here instead of stdout")
+    _team_rows_and_output(p)
     p.set_defaults(run=_matrix)
 
     p = sub.add_parser("diff", help="every decision that changes between two configs (exit 0 none, 1 some, 2 config error)")
     p.add_argument("old", help="the config before (e.g. the base branch's)")
     p.add_argument("new", help="the config after")
     p.add_argument("--format", choices=["text", "markdown", "json"], default="text")
-    p.add_argument("--team", action="append", default=[], metavar="TEAM", help="add a row for a token of TEAM (repeatable)")
-    p.add_argument("-o", "--output", help="write here instead of stdout")
+    _team_rows_and_output(p)
     p.set_defaults(run=_diff)
 
     p = sub.add_parser("serve", help="run the enforcer (and a managed OPA unless --opa-url is given)")
