@@ -3,6 +3,7 @@ checkout, run from another directory (no source tree anywhere on the import path
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ SERVE_ENV = {
     "AZURE_API_BASE": "http://127.0.0.1:9",
     "AZURE_API_KEY": "sk-wheel-upstream",
 }
-# What `compile`, `serve`, `bundle serve`, `demo` and `dev` read besides Python modules.
+# What `compile`, `serve`, `bundle serve`, `demo`, `dev` and the audit tools read besides Python modules.
 PACKAGE_DATA = (
     "regate/schemas/config.schema.json",
     "regate/schemas/input.schema.json",
@@ -36,6 +37,7 @@ PACKAGE_DATA = (
     "regate/enforcer/migrations/v001_initial.py",
     "regate/examples/regate.yaml",
     "regate/devtools/model_stub.py",
+    "regate/audit/batch.rego",
 )
 
 
@@ -104,7 +106,7 @@ def test_installed_regate_compiles_outside_the_checkout(installed, opa_bin):
                                             "print(regate.compiler.__file__)")
     assert imports.returncode == 0, imports.stderr
     assert imports.stdout.startswith(str(installed.venv)), imports.stdout
-    for name in ("compiler", "enforcer", "common", "devtools"):
+    for name in ("compiler", "enforcer", "common", "devtools", "audit"):
         absent = installed.run("python", "-c", f"import {name}")
         assert absent.returncode == 1 and f"No module named '{name}'" in absent.stderr, (name, absent.stderr)
 
@@ -120,6 +122,19 @@ def test_installed_regate_compiles_outside_the_checkout(installed, opa_bin):
     broken = installed.run("regate", "compile", "broken.yaml")
     assert broken.returncode == 2
     assert broken.stderr.startswith("broken.yaml:2:3: unknown key 'master_kee'"), broken.stderr
+
+
+def test_installed_audit_tools(installed, opa_bin):
+    shutil.copy(EXAMPLE, installed.cwd / "audited.yaml")
+    env = installed.env(REGATE_OPA_BIN=opa_bin)
+    checked = installed.run("regate", "compile", "audited.yaml", "--check", "-o", "checked.tar.gz", env=env, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    assert "coverage 100.0% (threshold 100%)" in checked.stderr
+    matrix = installed.run("regate", "matrix", "audited.yaml", "--format", "json", env=env, timeout=300)
+    assert matrix.returncode == 0, matrix.stderr
+    assert json.loads(matrix.stdout)["principals"][0]["label"] == "master key"
+    diff = installed.run("regate", "diff", "audited.yaml", "audited.yaml", env=env, timeout=300)
+    assert (diff.returncode, diff.stdout.split(" (")[0]) == (0, "no access changes between audited.yaml and audited.yaml")
 
 
 def test_installed_regate_serves_with_a_managed_opa(installed, opa_bin):
