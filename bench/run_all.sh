@@ -12,4 +12,7 @@ for script in profile_request policy_scale streaming overhead; do
   echo "== bench/$script.py ${smoke[*]:-}" | tee -a "$log"
   (cd bench && ../.venv/bin/python "$script.py" "${smoke[@]}") 2>&1 | tee -a "$log"
 done
+audit_runs=(); [ -n "${smoke[*]:-}" ] && audit_runs=(--runs 1)
+echo "== bench/audit.py ${audit_runs[*]:-}" | tee -a "$log"
+(cd bench && ../.venv/bin/python audit.py "${audit_runs[@]}") 2>&1 | tee -a "$log"
 echo "log: $log"

@@ -92,6 +92,15 @@ class AuthPolicy:
     master_key_configured: bool = False
 
     @property
+    def id_claims(self) -> list[Setting[ClaimField]]:
+        """The claims that carry identity ids (what the decision log keeps): team, user, organization,
+        end user, and the email where it is the user id (without a user claim); unset ones left out."""
+        fields = [self.team_field, self.user_field, self.org_field, self.end_user_field]
+        if self.user_field.value is None:
+            fields.append(self.email_field)
+        return [f for f in fields if f.value is not None]
+
+    @property
     def checks_user_existence(self) -> bool:
         """Users named by a claim must exist (or are created, with user_id_upsert)."""
         return self.user_field.value is not None or bool(self.user_id_upsert.value)

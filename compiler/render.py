@@ -73,10 +73,7 @@ def _route_views(config: Config, source: str) -> list[dict]:
 def _mask_view(config: Config, source: str) -> dict:
     """The claims the decision-log mask keeps: the id claims, by literal name and by dot path."""
     p = config.policy
-    fields = [p.team_field, p.user_field, p.org_field, p.end_user_field]
-    if p.user_field.value is None:
-        fields.append(p.email_field)  # the email is the user id then
-    kept = [s for s in fields if s.value is not None]
+    kept = p.id_claims
     paths = list(dict.fromkeys(path for s in kept for path in ((s.value.name,), s.value.path)))
     return {
         "cites": [f"{s.cite(source)}: {s.value.name}" for s in kept],

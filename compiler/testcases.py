@@ -69,10 +69,6 @@ def rego_set(items: list) -> str:
     return "{" + ", ".join(terms) + "}" if terms else "set()"
 
 
-def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
-    return claim.put(claims, value)
-
-
 def _jwt(claims: dict, path: str, model: str | None = None, facts: dict | None = None) -> dict:
     request = {"method": "POST", "path": path}
     if model:
@@ -146,12 +142,12 @@ class _Builder:
         if role == "proxy_admin":
             claims["scope"] = f"openid {p.admin_scope.value}"
         if role == "team":
-            claims = _set_claim(claims, p.team_field.value, TEAM)
+            claims = p.team_field.value.put(claims, TEAM)
         if role in ("team", "internal_user") and p.user_field.value:
-            claims = _set_claim(claims, p.user_field.value, USER)
+            claims = p.user_field.value.put(claims, USER)
         if p.email_field.value and email:
             domain = p.email_domains.value[0] if p.email_domains.value else "example.com"
-            claims = _set_claim(claims, p.email_field.value, email.format(domain=domain))
+            claims = p.email_field.value.put(claims, email.format(domain=domain))
         return claims
 
     def derived_user(self, claims: dict) -> str | None:
@@ -263,7 +259,7 @@ class _Builder:
             self.add("test_admin_scope_as_list", why, _jwt(as_list, path), True, 200)
             via_scp = {k: v for k, v in claims.items() if k != "scope"} | {"scp": [p.admin_scope.value]}
             self.add("test_admin_scope_in_scp", why, _jwt(via_scp, path), True, 200)
-            blocked_admin = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
+            blocked_admin = p.team_field.value.put(claims, BLOCKED_TEAM)
             self.add("test_admin_with_blocked_team_is_not_blocked", "admins are not team tokens", _jwt(blocked_admin, path), True, 200)
         self.add("test_token_without_role_is_403", "no admin scope, no team id, no user id",
                  _jwt({"scope": "openid"}, "/v1/chat/completions"), False, 403, "no_role")
@@ -274,7 +270,7 @@ class _Builder:
         self._role_routes("team", claims, "team")
         path = _allowed_path(p.routes["team"].value)
         if path:
-            blocked = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
+            blocked = p.team_field.value.put(claims, BLOCKED_TEAM)
             self.add("test_blocked_team_is_403", "data.regate_state.blocked_teams", self.token(blocked, path),
                      False, 403, "team_blocked")
             self.add("test_team_refused_until_state_loaded", "blocked teams cannot be checked before the state is loaded",
@@ -289,7 +285,7 @@ class _Builder:
         p = self.policy
         self.add("test_scope_of_wrong_type_is_401", "scope must be a string or a list of strings",
                  _jwt({"scope": 42}, "/v1/chat/completions"), False, 401, "invalid_claims")
-        bad_team = _set_claim({}, p.team_field.value, {"id": TEAM})
+        bad_team = p.team_field.value.put({}, {"id": TEAM})
         self.add("test_team_id_of_wrong_type_is_401", self.cite(p.team_field), _jwt(bad_team, "/v1/chat/completions"),
                  False, 401, "invalid_claims")
 
@@ -347,7 +343,7 @@ class _Builder:
             self.add("test_virtual_key_of_user_may_call_user_route", "a key without a team takes the internal_user role",
                      doc, True, 200)
 
-    def id_claims(self) -> dict:
+    def claims_with_every_id(self) -> dict:
         """Claims carrying every id the config reads: team, user, organization, end user, email."""
         values = {"team_field": TEAM, "user_field": USER, "org_field": "org-1", "end_user_field": "customer-1",
                   "email_field": f"dev@{ASSUMED_DOMAIN}"}
@@ -360,7 +356,7 @@ class _Builder:
 
     def _subject(self, name: str, why: str):
         p = self.policy
-        claims = self.id_claims()
+        claims = self.claims_with_every_id()
         read = {name: _read(claims, getattr(p, name).value) for name in ("team_field", "user_field", "org_field",
                                                                         "end_user_field", "email_field")}
         subject = {"user_id": read["user_field"] or read["email_field"], "team_id": read["team_field"],
@@ -372,7 +368,7 @@ class _Builder:
         p = self.policy
         if p.user_field.value is None or p.email_field.value is None:
             return
-        claims = self.id_claims()
+        claims = self.claims_with_every_id()
         without_user = {k: v for k, v in claims.items() if k != p.user_field.value.path[0]}
         subject = {"user_id": _read(without_user, p.email_field.value), "team_id": _read(without_user, p.team_field.value),
                    "org_id": _read(without_user, p.org_field.value),
@@ -402,13 +398,10 @@ class _Builder:
     def decision_log_mask(self):
         """What OPA's decision log keeps of a token: its id claims only, and the email only as the user id."""
         p = self.policy
-        ids = [p.team_field, p.user_field, p.org_field, p.end_user_field]
         email_is_user_id = p.user_field.value is None
-        if email_is_user_id:
-            ids.append(p.email_field)
-        claims = self.id_claims() | {"name": "Dev One", "groups": ["admins"]}
+        claims = self.claims_with_every_id() | {"name": "Dev One", "groups": ["admins"]}
         kept: dict = {}
-        for setting in ids:
+        for setting in p.id_claims:
             value = _read(claims, setting.value)
             if value is not None:
                 kept = setting.value.put(kept, value)
