@@ -32,6 +32,7 @@ COPY compiler /src/compiler
 COPY enforcer /src/enforcer
 COPY regate /src/regate
 COPY devtools /src/devtools
+COPY audit /src/audit
 COPY schemas /src/schemas
 COPY templates /src/templates
 COPY examples /src/examples
