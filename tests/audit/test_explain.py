@@ -4,6 +4,7 @@ line behind it. Rule lines are checked against the generated Rego, config lines 
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import pytest
@@ -132,6 +133,15 @@ def test_a_token_is_read_not_verified_and_never_printed(regate):
         assert bad not in run.err and "c2lnbmF0dXJl" not in run.err
     assert regate("explain", EXAMPLE, "--token", f"{token}.extra").err == (
         "regate explain: --token: not a JWT (expected three dot-separated parts) [invalid_input]\n")
+
+
+def test_a_token_from_stdin(regate, monkeypatch):
+    """`--token -` keeps the token out of the process list and the shell history."""
+    claims = base64.urlsafe_b64encode(json.dumps({"team_id": "team-a", "sub": "u1"}).encode()).decode().rstrip("=")
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln\n"))
+    run = regate("explain", EXAMPLE, "--token", "-", "--facts", KNOWN)
+    assert run.code == 0, run.err
+    assert 'credential  JWT claims {"sub": "u1", "team_id": "team-a"}\n' in run.out
 
 
 def test_the_master_key_where_the_config_has_none(regate):
