@@ -107,6 +107,20 @@ spend_totals = sa.Table(
     sa.Column("entity_id", sa.Text, primary_key=True),
     sa.Column("spend_nanos", sa.BigInteger, nullable=False),
     sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("period_start", sa.BigInteger, nullable=False),  # epoch second; 0 = lifetime (no duration)
+    sa.Column("period_spend_nanos", sa.BigInteger, nullable=False),
+)
+limits = sa.Table(
+    "limits",
+    metadata,
+    sa.Column("entity_kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("max_budget_nanos", sa.BigInteger),
+    sa.Column("budget_duration", sa.Text),
+    sa.Column("tpm_limit", sa.BigInteger),
+    sa.Column("rpm_limit", sa.BigInteger),
+    sa.Column("max_parallel_requests", sa.BigInteger),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 block_events = sa.Table(
     "block_events",
@@ -118,3 +132,4 @@ block_events = sa.Table(
 )
 
 SPEND_COLUMNS = tuple(c.name for c in spend_logs.columns)
+LIMIT_FIELDS = ("max_budget_nanos", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
