@@ -100,7 +100,27 @@ class Deployment:
     stream_timeout: float | None = None  # seconds between stream chunks
     input_cost_per_token: Decimal | None = None  # USD
     output_cost_per_token: Decimal | None = None  # USD
+    base_model: str | None = None  # model_info.base_model: what an Azure deployment is priced as
     origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """litellm_settings budget keys and router_settings' Redis: budgets are decided by the policy,
+    key defaults and bounds by the management endpoints, Redis shares rate-limit counters."""
+
+    proxy_max_budget: Setting[Decimal | None]  # USD
+    proxy_budget_duration: Setting[str | None]
+    max_end_user_budget: Setting[Decimal | None]  # USD
+    default_key_params: Setting[dict]  # field -> value, as LiteLLM names them (max_budget in USD)
+    upperbound_key_params: Setting[dict]
+    redis_host: Setting[str | None]  # may be os.environ/NAME
+    redis_port: Setting[int | str | None]
+    redis_password: Setting[str | None] = field(default_factory=lambda: Setting(None), repr=False)
+
+
+def no_budgets() -> BudgetSettings:
+    return BudgetSettings(*(Setting(None) for _ in range(3)), Setting({}), Setting({}), Setting(None), Setting(None))
 
 
 @dataclass(frozen=True)
@@ -113,3 +133,4 @@ class Config:
     deployments: tuple[Deployment, ...] = ()
     master_key: str | None = field(default=None, repr=False)  # literal or os.environ/NAME
     warnings: tuple[str, ...] = ()
+    budgets: BudgetSettings = field(default_factory=no_budgets)

@@ -12,11 +12,13 @@ from pathlib import PurePosixPath
 
 import jinja2
 
+from regate.common.money import usd_to_nanos
+
 from . import resources, routes
 from .model import ROLES, ClaimField, Config, Setting
 from .testcases import decision_cases
 
-POLICY_FILES = ("identity", "roles", "routes", "email_domains", "blocked_teams", "users", "authz")
+POLICY_FILES = ("identity", "roles", "routes", "email_domains", "blocked_teams", "users", "budgets", "authz")
 DATA_PATH = "regate/tables/data.json"
 
 
@@ -51,6 +53,13 @@ def _claim_view(rule: str, setting: Setting[ClaimField | None], source: str) -> 
         return _View(setting.cite(source), "null", "not set", rule)
     value = {"name": field.name, "path": list(field.path)}
     return _View(setting.cite(source), rego_literal(value), f"claim {field.name}", rule)
+
+
+def _budget_view(setting: Setting, source: str) -> _View:
+    if setting.value is None:
+        return _View(setting.cite(source), describe="not set", enabled="")
+    nanos = usd_to_nanos(setting.value)
+    return _View(setting.cite(source), rego_literal(nanos), f"USD {setting.value} = {nanos} nano-USD", enabled="true")
 
 
 def _route_views(config: Config, source: str) -> list[dict]:
@@ -104,6 +113,11 @@ def render(config: Config) -> dict[str, bytes]:
         "user_field": _View(policy.user_field.cite(source)),
         "user_check": _View("", rego_literal(policy.checks_user_existence)),
         "jwt_enabled": _View(policy.jwt_enabled.cite(source), rego_literal(policy.jwt_enabled.value)),
+        "proxy_budget": _budget_view(config.budgets.proxy_max_budget, source),
+        "proxy_duration": _View(config.budgets.proxy_budget_duration.cite(source),
+                                describe=(f"the enforcer counts the proxy's spend per {config.budgets.proxy_budget_duration.value}"
+                                          if config.budgets.proxy_budget_duration.value else "not set: the whole lifetime")),
+        "end_user_budget": _budget_view(config.budgets.max_end_user_budget, source),
         "cases": decision_cases(config),
         "rego": rego_literal,
     }

@@ -8,7 +8,7 @@ from regate.common.env import is_reference
 
 from .diagnostics import Diagnostic
 from .loader import LoadedConfig
-from .model import ROLES, AuthPolicy, ClaimField, Config, Deployment, Origin, Setting
+from .model import ROLES, AuthPolicy, BudgetSettings, ClaimField, Config, Deployment, Origin, Setting
 from .routes import expand
 
 JWT = ("general_settings", "litellm_jwtauth")
@@ -140,8 +140,40 @@ def _deployment(r: _Reader, index: int, entry: dict) -> Deployment:
         stream_timeout=params.get("stream_timeout"),
         input_cost_per_token=_price(info.get("input_cost_per_token")),
         output_cost_per_token=_price(info.get("output_cost_per_token")),
+        base_model=info.get("base_model"),
         origin=r.origin(path),
     )
+
+
+def _key_params(value: dict) -> dict:
+    return {name: (_price(v) if name == "max_budget" else v) for name, v in value.items()}
+
+
+def _budgets(r: _Reader) -> BudgetSettings:
+    litellm, router = ("litellm_settings",), ("router_settings",)
+    password = r.setting(router + ("redis_password",))
+    if password.value and not is_reference(password.value):
+        r.warn(router + ("redis_password",), "redis_password is a literal secret: prefer os.environ/NAME", "literal-secret")
+    budgets = BudgetSettings(
+        proxy_max_budget=r.setting(litellm + ("max_budget",), None, _price),
+        proxy_budget_duration=r.setting(litellm + ("budget_duration",)),
+        max_end_user_budget=r.setting(litellm + ("max_end_user_budget",), None, _price),
+        default_key_params=r.setting(litellm + ("default_key_generate_params",), {}, _key_params),
+        upperbound_key_params=r.setting(litellm + ("upperbound_key_generate_params",), {}, _key_params),
+        redis_host=r.setting(router + ("redis_host",)),
+        redis_port=r.setting(router + ("redis_port",)),
+        redis_password=password,
+    )
+    if budgets.proxy_budget_duration.value and budgets.proxy_max_budget.value is None:
+        r.warn(litellm + ("budget_duration",), "budget_duration has no effect without litellm_settings.max_budget",
+               "duration-without-budget")
+    defaults, bounds = budgets.default_key_params.value, budgets.upperbound_key_params.value
+    for name in sorted(set(defaults) & set(bounds)):
+        if name != "budget_duration" and defaults[name] > bounds[name]:
+            r.error(litellm + ("default_key_generate_params", name),
+                    f"default {name} {defaults[name]} is above upperbound_key_generate_params.{name} ({bounds[name]})",
+                    "default-above-upperbound")
+    return budgets
 
 
 def interpret(loaded: LoadedConfig) -> tuple[Config | None, list[Diagnostic]]:
@@ -149,6 +181,7 @@ def interpret(loaded: LoadedConfig) -> tuple[Config | None, list[Diagnostic]]:
     r = _Reader(loaded)
     policy = _policy(r)
     deployments = tuple(_deployment(r, i, entry) for i, entry in enumerate(r.get(("model_list",), [])))
+    budgets = _budgets(r)
     master_key = r.get(("general_settings", "master_key"))
     if master_key and not is_reference(master_key):
         r.warn(("general_settings", "master_key"), "master_key is a literal secret: prefer os.environ/NAME", "literal-secret")
@@ -156,5 +189,5 @@ def interpret(loaded: LoadedConfig) -> tuple[Config | None, list[Diagnostic]]:
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     warnings = tuple(str(d) for d in diagnostics)
-    config = Config(loaded.file, loaded.sha256, policy, deployments, master_key, warnings)
+    config = Config(loaded.file, loaded.sha256, policy, deployments, master_key, warnings, budgets)
     return config, diagnostics

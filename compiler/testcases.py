@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from regate.common.money import usd_to_nanos
+
 from .model import ClaimField, Config
 from .routes import is_template
 
@@ -137,6 +139,7 @@ class _Builder:
             self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
                      _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")
         self.virtual_keys()
+        self.budgets()
         return self.cases
 
     def credentials(self):
@@ -269,6 +272,45 @@ class _Builder:
         self.add("test_team_limited_to_its_models", why, doc("model-b", team), False, 403, "model_not_allowed")
         self.add("test_team_models_for_another_team_fail_closed", "facts count only for the team id the policy derives",
                  doc("model-a", dict(team, team_id="someone-else")), False, 403, "model_not_allowed")
+
+
+    def budgets(self):
+        """Budgets on a spending route: a key's own, a team's (facts for the derived team only), the
+        proxy's and the end users' default from litellm_settings."""
+        path = "/v1/chat/completions"
+        if path not in self.policy.routes["team"].value.exact:
+            return
+        key = {"user_id": None, "team_id": TEAM, "org_id": None, "models": []}
+
+        def key_doc(budgets: dict) -> dict:
+            return {"request": {"method": "POST", "path": path, "model": "model-a"},
+                    "credential": {"type": "virtual_key", "key": key}, "facts": {"budgets": budgets}}
+
+        spent = {"spend_nanos": 5_000_000, "max_budget_nanos": 5_000_000, "reset_at": None}
+        why = "/key/generate max_budget: spend that reached the budget stops the key"
+        self.add("test_key_over_its_budget_is_400", why, key_doc({"key": spent}), False, 400, "budget_exceeded")
+        self.add("test_key_under_its_budget_may_spend", why, key_doc({"key": dict(spent, spend_nanos=4_999_999)}), True, 200)
+        team = dict(spent, id=TEAM)
+        why = "/team/new max_budget: a team's key spends the team's budget"
+        self.add("test_team_key_over_team_budget_is_400", why, key_doc({"team": team}), False, 400, "budget_exceeded")
+        self.add("test_budget_facts_for_another_team_fail_closed", "facts count only for the team id the policy derives",
+                 key_doc({"team": dict(team, id="someone-else", spend_nanos=0)}), False, 400, "budget_exceeded")
+        budgets = self.config.budgets
+        if budgets.proxy_max_budget.value is not None:
+            why = self.cite(budgets.proxy_max_budget)
+            limit = usd_to_nanos(budgets.proxy_max_budget.value)
+            self.add("test_proxy_over_its_budget_is_400", why, key_doc({"proxy": {"spend_nanos": limit}}),
+                     False, 400, "budget_exceeded")
+            if limit > 0:
+                self.add("test_proxy_under_its_budget_may_spend", why, key_doc({"proxy": {"spend_nanos": limit - 1}}),
+                         True, 200)
+        if self.policy.jwt_enabled.value and self.policy.end_user_field.value and budgets.max_end_user_budget.value is not None:
+            why = self.cite(budgets.max_end_user_budget)
+            limit = usd_to_nanos(budgets.max_end_user_budget.value)
+            claims = _set_claim(self.claims_for("team"), self.policy.end_user_field.value, "end-user-1")
+            doc = self.token(claims, path)
+            doc["facts"] = {**doc.get("facts", {}), "budgets": {"end_user": {"id": "end-user-1", "spend_nanos": limit}}}
+            self.add("test_end_user_over_default_budget_is_400", why, doc, False, 400, "budget_exceeded")
 
 
 def _slug(path: str) -> str:

@@ -107,6 +107,8 @@ def _pattern_message(kind: str, value: str, path) -> tuple[str, str]:
         return f"invalid email domain {_short(value)}: expected a domain like example.com", "invalid-domain"
     if kind == "master-key":
         return "master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"
+    if kind == "duration":
+        return f"invalid duration {_short(value)}: a whole number followed by s, m, h, d, w or mo (30s, 30m, 30h, 30d, 1mo)", "invalid-duration"
     if kind == "url":
         return f"invalid URL {_short(value)}: expected http(s)://host[/path] or os.environ/NAME", "invalid-url"
     return f"invalid value {_short(value)}", "invalid-value"
@@ -150,8 +152,8 @@ def _describe(error: ValidationError, loaded: LoadedConfig) -> list[Diagnostic]:
     if v == "pattern":
         message, code = _pattern_message(error.schema.get("x-kind", ""), error.instance, path)
         return [loaded.diagnostic(path, message, code)]
-    if v in ("minimum", "exclusiveMinimum"):
-        op = ">=" if v == "minimum" else ">"
+    if v in ("minimum", "exclusiveMinimum", "maximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<="}[v]
         return [loaded.diagnostic(path, f"must be {op} {error.validator_value}, got {_short(error.instance)}", "out-of-range")]
     if v in ("minLength", "minItems"):
         return [loaded.diagnostic(path, "must not be empty", "empty-value")]

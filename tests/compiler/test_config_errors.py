@@ -225,6 +225,39 @@ CASES = [
             "c.yaml:6:15: expected a string, got an integer (5) (at general_settings.master_key) [wrong-type]",
         ],
     ),
+    (
+        "negative-proxy-budget",
+        "litellm_settings:\n  max_budget: -1\n",
+        ["c.yaml:2:15: must be >= 0, got -1 (at litellm_settings.max_budget) [out-of-range]"],
+    ),
+    (
+        "unknown-duration-unit",
+        "litellm_settings:\n  max_budget: 10\n  budget_duration: 30y\n",
+        ['c.yaml:3:20: invalid duration "30y": a whole number followed by s, m, h, d, w or mo (30s, 30m, 30h, 30d, 1mo) '
+         "(at litellm_settings.budget_duration) [invalid-duration]"],
+    ),
+    (
+        "upperbound-unknown-field",
+        "litellm_settings:\n  upperbound_key_generate_params:\n    rpm_limt: 5\n",
+        ["c.yaml:3:5: unknown key 'rpm_limt' in 'upperbound_key_generate_params' (did you mean 'rpm_limit'?) "
+         "(at litellm_settings.upperbound_key_generate_params.rpm_limt) [unknown-key]"],
+    ),
+    (
+        "default-key-limit-not-integer",
+        "litellm_settings:\n  default_key_generate_params:\n    tpm_limit: 1.5\n",
+        ["c.yaml:3:16: expected an integer, got a number (1.5) (at litellm_settings.default_key_generate_params.tpm_limit) [wrong-type]"],
+    ),
+    (
+        "default-above-upperbound",
+        "litellm_settings:\n  default_key_generate_params:\n    rpm_limit: 100\n  upperbound_key_generate_params:\n    rpm_limit: 10\n",
+        ["c.yaml:3:16: default rpm_limit 100 is above upperbound_key_generate_params.rpm_limit (10) "
+         "(at litellm_settings.default_key_generate_params.rpm_limit) [default-above-upperbound]"],
+    ),
+    (
+        "redis-port-out-of-range",
+        "router_settings:\n  redis_port: 70000\n",
+        ["c.yaml:2:15: must be <= 65535, got 70000 (at router_settings.redis_port) [out-of-range]"],
+    ),
 ]
 
 

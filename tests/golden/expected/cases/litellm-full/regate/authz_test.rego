@@ -107,7 +107,7 @@ test_token_without_role_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:51)
+# general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:64)
 test_team_may_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -117,7 +117,7 @@ test_team_may_call_v1_chat_completions if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:51)
+# general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:64)
 test_team_may_not_call_key_generate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -127,7 +127,7 @@ test_team_may_not_call_key_generate if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:51): /assistants/{assistant_id}
+# general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:64): /assistants/{assistant_id}
 test_team_may_call_template_assistants_assistant_id if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -196,7 +196,7 @@ test_scope_of_wrong_type_is_401 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_id_jwt_field (litellm-full.yaml:47)
+# general_settings.litellm_jwtauth.team_id_jwt_field (litellm-full.yaml:59)
 test_team_id_of_wrong_type_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": {"id": "team-a"}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -273,5 +273,75 @@ test_virtual_key_limited_to_its_models if {
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+}
+
+# /key/generate max_budget: spend that reached the budget stops the key
+test_key_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
+
+# /key/generate max_budget: spend that reached the budget stops the key
+test_key_under_its_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+}
+
+# /team/new max_budget: a team's key spends the team's budget
+test_team_key_over_team_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null, "id": "team-a"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
+
+# facts count only for the team id the policy derives
+test_budget_facts_for_another_team_fail_closed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 0, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
+
+# litellm_settings.max_budget (litellm-full.yaml:30)
+test_proxy_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"proxy": {"spend_nanos": 1000500000000}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
+
+# litellm_settings.max_budget (litellm-full.yaml:30)
+test_proxy_under_its_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"proxy": {"spend_nanos": 1000499999999}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+}
+
+# litellm_settings.max_end_user_budget (litellm-full.yaml:32)
+test_end_user_over_default_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1", "customer_id": "end-user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "budgets": {"end_user": {"id": "end-user-1", "spend_nanos": 5000000000}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
 	d.upsert_user == false
 }

@@ -9,17 +9,17 @@ package regate.identity
 # A claim is read by its literal name first (names like https://example.com/team
 # contain dots), else as a dot path into nested claims.
 
-# general_settings.litellm_jwtauth.team_id_jwt_field (litellm-full.yaml:47): claim client_id
+# general_settings.litellm_jwtauth.team_id_jwt_field (litellm-full.yaml:59): claim client_id
 _team_field := {"name": "client_id", "path": ["client_id"]}
 
-# general_settings.litellm_jwtauth.user_id_jwt_field (litellm-full.yaml:48): claim sub
+# general_settings.litellm_jwtauth.user_id_jwt_field (litellm-full.yaml:60): claim sub
 _user_field := {"name": "sub", "path": ["sub"]}
 
 # general_settings.litellm_jwtauth.org_id_jwt_field (default): not set
 _org_field := null
 
-# general_settings.litellm_jwtauth.end_user_id_jwt_field (default): not set
-_end_user_field := null
+# general_settings.litellm_jwtauth.end_user_id_jwt_field (litellm-full.yaml:61): claim customer_id
+_end_user_field := {"name": "customer_id", "path": ["customer_id"]}
 
 # general_settings.litellm_jwtauth.user_email_jwt_field (default): not set
 _email_field := null

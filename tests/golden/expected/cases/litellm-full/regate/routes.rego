@@ -13,7 +13,7 @@ import data.regate.roles
 #   management_routes
 #   -> 29 paths, 1 templates in data.regate.tables.routes.proxy_admin
 
-# team: general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:51)
+# team: general_settings.litellm_jwtauth.team_allowed_routes (litellm-full.yaml:64)
 #   openai_routes, info_routes, anthropic_routes
 #   -> 63 paths, 42 templates in data.regate.tables.routes.team
 

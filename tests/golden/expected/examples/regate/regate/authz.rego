@@ -8,6 +8,7 @@
 package regate.authz
 
 import data.regate.blocked_teams
+import data.regate.budgets
 import data.regate.email_domains
 import data.regate.identity
 import data.regate.roles
@@ -29,6 +30,7 @@ reason_order := [
 	"route_not_allowed",
 	"model_not_allowed",
 	"user_not_found",
+	"budget_exceeded",
 ]
 
 # 401: who are you?  403: you may not.  400: malformed request.  503: cannot decide now.
@@ -44,6 +46,7 @@ reason_status := {
 	"route_not_allowed": 403,
 	"model_not_allowed": 403,
 	"user_not_found": 401,
+	"budget_exceeded": 400, # LiteLLM's status (and error type budget_exceeded) for an exceeded budget
 }
 
 # METADATA
@@ -149,3 +152,5 @@ _team_may_use_model if {
 _access_denials["user_not_found"] := sprintf("user %s does not exist; create it with /user/new", [identity.user_id]) if {
 	users.missing
 }
+
+_access_denials["budget_exceeded"] := budgets.message if budgets.exceeded

@@ -225,3 +225,43 @@ test_virtual_key_limited_to_its_models if {
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
 }
+
+# /key/generate max_budget: spend that reached the budget stops the key
+test_key_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
+
+# /key/generate max_budget: spend that reached the budget stops the key
+test_key_under_its_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+}
+
+# /team/new max_budget: a team's key spends the team's budget
+test_team_key_over_team_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null, "id": "team-a"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
+
+# facts count only for the team id the policy derives
+test_budget_facts_for_another_team_fail_closed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 0, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+}
