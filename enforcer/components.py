@@ -6,14 +6,18 @@ import logging
 
 from flask import Flask
 
+from regate.common.money import usd_to_nanos
+
+from .budgets import Budgets
 from .credentials import Authenticator, Facts
 from .decision_cache import DecisionCache
 from .decisions import OpaClient
 from .jwks import KeySet
+from .ratelimit import RateLimiter, RedisLimiter, SqliteLimiter
 from .settings import Settings
 from .spend import SpendWriter
 from .state_sync import BlockSync
-from .store import Store
+from .store import GLOBAL, Store
 from .tokens import TokenVerifier
 from .upstreams import Upstreams
 
@@ -44,7 +48,15 @@ class Components:
             ttl=settings.user_cache_ttl,
         )
         self.upstreams = Upstreams(config.deployments, environ=settings.environ)
-        self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir)
+        name = lambda setting: setting.value.name if setting.value else None  # noqa: E731
+        self.budgets = Budgets(
+            self.store, team_field=name(policy.team_field), user_fields=(name(policy.user_field), name(policy.email_field)),
+            end_user_field=name(policy.end_user_field), proxy_budget=config.budgets.proxy_max_budget.value is not None,
+            end_user_default_budget=config.budgets.max_end_user_budget.value is not None, ttl=settings.budget_cache_ttl,
+        )
+        self.limiter: RateLimiter = (RedisLimiter(settings.redis_url) if settings.redis_url
+                                     else SqliteLimiter(settings.ratelimit_path))
+        self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir, on_commit=self.budgets.committed)
         self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
                                     check_interval=settings.state_check_interval)
         self.decisions = DecisionCache(self.opa, ttl=settings.decision_cache_ttl,
@@ -52,15 +64,28 @@ class Components:
 
     def start(self) -> None:
         self.store.migrate()
+        self._sync_proxy_budget()
         self.spend.start()
         self.block_sync.start()
         if self.settings.jwt and not self.settings.config.policy.jwt_enabled.value:
             log.warning("JWT_PUBLIC_KEY_URL is set but enable_jwt_auth is not true: JWTs are refused")
 
+    def _sync_proxy_budget(self) -> None:
+        """litellm_settings.max_budget/budget_duration into the store's ("global", "") limits: the
+        spend writer counts the proxy's spend per that period (the policy holds the budget itself)."""
+        budgets = self.settings.config.budgets
+        amount = budgets.proxy_max_budget.value
+        wanted = {"max_budget_nanos": None if amount is None else usd_to_nanos(amount),
+                  "budget_duration": budgets.proxy_budget_duration.value}
+        current = self.store.get_limits(*GLOBAL) or {}
+        if any(current.get(name) != value for name, value in wanted.items()):
+            self.store.set_limits(*GLOBAL, wanted)
+
     def close(self) -> None:
         """Stop background work and flush spend; safe to call twice."""
         self.block_sync.stop()
         self.spend.close()
+        self.limiter.close()
         self.upstreams.close()
         self.opa.close()
         if self.keyset:

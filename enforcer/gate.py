@@ -70,6 +70,12 @@ def _decide(components, credential: Credential, path: str) -> Decision:
         "credential": credential.as_input(),
     }
     facts = components.facts.for_credential(credential)
+    if request.method == "POST" and path in MODEL_ROUTES:
+        # Spending routes: the principals' budgets for the policy, their rate limits for the proxy.
+        g.standing = components.budgets.standing(components.budgets.principals(credential))
+        budgets = components.budgets.facts(g.standing)
+        if budgets is not None:
+            facts = {**(facts or {}), "budgets": budgets}
     if facts is not None:
         input_doc["facts"] = facts
     decision = components.decisions.decide(input_doc)

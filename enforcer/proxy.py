@@ -14,6 +14,7 @@ from regate.common.errors import BadRequestError, RegateError, UpstreamError
 from . import metrics
 from .bodies import json_body
 from .pricing import quote
+from .ratelimit import RateLimited, limits_of
 from .responses import from_error
 from .spend_record import SpendRecord
 
@@ -36,12 +37,17 @@ def list_models():
 
 
 class _SpendContext:
-    """What a spend record needs, captured while the request context exists."""
+    """What a spend record needs, captured while the request context exists; records the spend
+    and releases the request's rate-limit counters exactly once."""
 
     def __init__(self, components, route: str, model: str):
         auth = g.auth
         subject = auth.subject
         self.writer = components.spend
+        self.budgets = components.budgets
+        self.limiter = components.limiter
+        self.admission = None
+        self.recorded = False
         self.base = dict(
             request_id=g.request_id, route=route, model=model,
             user_id=subject["user_id"], team_id=subject["team_id"], organization_id=subject["org_id"],
@@ -49,7 +55,16 @@ class _SpendContext:
         )
         self.started_at = datetime.now(timezone.utc)
 
+    def admit(self, standing) -> None:
+        """Count the request against its principals' rate limits (RateLimited / LimiterUnavailable if not)."""
+        limits = limits_of(standing)
+        if limits:
+            self.admission = self.limiter.admit(self.base["request_id"], limits)
+
     def record(self, call, status: str) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
         prompt, completion = (call.usage or (0, 0)) if call is not None else (0, 0)
         nanos = 0
         if call is not None and call.usage is not None:
@@ -57,11 +72,18 @@ class _SpendContext:
             nanos = priced.nanos
             if not priced.priced:
                 metrics.SPEND_EVENTS.labels("unpriced").inc()
-        self.writer.submit(SpendRecord(
+        record = SpendRecord(
             started_at=self.started_at, ended_at=datetime.now(timezone.utc),
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
             spend_nanos=nanos, status=status, **self.base,
-        ))
+        )
+        self.budgets.spent(record)
+        self.writer.submit(record)
+        if self.admission is not None:
+            try:
+                self.limiter.release(self.admission, prompt + completion)
+            except RegateError as e:  # the leases expire by themselves; the tokens are lost
+                log.warning("rate-limit counters not released for %s: %s", record.request_id, e.message)
 
 
 def _forward(kind: str):
@@ -70,6 +92,14 @@ def _forward(kind: str):
     if not isinstance(body, dict):
         return from_error(BadRequestError("the request body must be a JSON object"))
     spend = _SpendContext(components, request.path, g.model or "")
+    try:
+        spend.admit(g.get("standing") or {})
+    except RateLimited as e:
+        response = from_error(e)
+        response.headers.update(e.headers)
+        return response
+    except RegateError as e:
+        return from_error(e)
     started = time.perf_counter()
     try:
         call = components.upstreams.open(kind, body, request_id=g.request_id, extra_headers=request.headers)
@@ -87,10 +117,19 @@ def _forward(kind: str):
         finally:
             call.close()
         spend.record(call, "success" if call.ok else "failure")
-        return Response(json.dumps(data), status=call.status, headers=call.headers)
+        return _with_limits(Response(json.dumps(data), status=call.status, headers=call.headers), spend)
     # Not direct_passthrough: Werkzeug would hand the bare generator to the server, and the
     # response's close callbacks (access log line, in-flight gauge) would never run.
-    return Response(_relay(call, spend), status=call.status, headers=call.headers)
+    response = Response(_relay(call, spend), status=call.status, headers=call.headers)
+    # A client gone before the first chunk: the generator never runs, its `finally` neither.
+    response.call_on_close(lambda: (call.close(), spend.record(call, "incomplete")))
+    return _with_limits(response, spend)
+
+
+def _with_limits(response: Response, spend: _SpendContext) -> Response:
+    if spend.admission is not None:
+        response.headers.update(spend.admission.headers)
+    return response
 
 
 def _relay(call, spend: _SpendContext):
@@ -99,6 +138,8 @@ def _relay(call, spend: _SpendContext):
     try:
         for chunk in call.iter_chunks():
             yield chunk
+            if spend.admission is not None:
+                spend.limiter.renew(spend.admission)
         status = "success"
     except UpstreamError as e:
         status = "failure"
