@@ -56,7 +56,9 @@ class Components:
         )
         self.limiter: RateLimiter = (RedisLimiter(settings.redis_url) if settings.redis_url
                                      else SqliteLimiter(settings.ratelimit_path))
-        self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir, on_commit=self.budgets.committed)
+        # The writer's thread gets its own engine: no connection pool is shared with the event loop.
+        self.spend_store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path), pool_size=2)
+        self.spend = SpendWriter(self.spend_store, spool_dir=settings.spool_dir, on_commit=self.budgets.committed)
         self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
                                     check_interval=settings.state_check_interval)
         self.decisions = DecisionCache(self.opa, ttl=settings.decision_cache_ttl,
@@ -91,6 +93,7 @@ class Components:
         if self.keyset:
             self.keyset.close()
         self.store.close()
+        self.spend_store.close()
 
     def init_app(self, app: Flask) -> None:
         app.extensions["regate"] = self

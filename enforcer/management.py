@@ -17,6 +17,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from regate.common.errors import BadRequestError, NotFoundError, RegateError
 from regate.common.money import nanos_to_usd
 
+from . import limits
 from .bodies import json_body
 
 bp = Blueprint("management", __name__)
@@ -112,11 +113,30 @@ def _spend_view(kind: str, entity_id: str) -> dict:
     return {"spend": nanos_to_usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"], "requests": summary["requests"]}
 
 
+def _limits_view(kind: str, entity_id: str) -> dict:
+    """Budget and rate limits of a principal, with its current period's spend and reset time."""
+    budgets = _components().budgets
+    budgets.forget(kind, entity_id)
+    standing = budgets.standing([(kind, entity_id)]).get((kind, entity_id))
+    return limits.view(_components().store.get_limits(kind, entity_id), standing)
+
+
+def _key_limits(body: dict, *, new: bool) -> dict:
+    """The limit fields of a /key/generate (defaults filled in) or /key/update body, within the config's bounds."""
+    config = _components().settings.config.budgets
+    if new:
+        body = limits.with_defaults(body, config.default_key_params.value)
+    body = limits.check_bounds(body, config.upperbound_key_params.value, fill=new)
+    return body
+
+
 # keys --------------------------------------------------------------------------------
 @bp.post("/key/generate")
 def key_generate():
     body = _body({"user_id": str, "team_id": str, "key_alias": str, "duration": str, "models": list,
-                  "organization_id": str})
+                  "organization_id": str, **limits.BODY_TYPES})
+    body = _key_limits(body, new=True)
+    key_limits = limits.parse(body)
     components = _components()
     auth = g.auth
     user_id = _id(body.get("user_id"), "user_id")
@@ -153,8 +173,26 @@ def key_generate():
                                   code="model_not_in_team")
         models = models or list(team["models"])
     key, info = components.store.create_key(user_id=user_id, team_id=team_id, organization_id=org_id,
-                                            alias=alias, models=models, expires_at=expires_at, create_user=True)
-    return jsonify({"key": key, **_key_view(info)})
+                                            alias=alias, models=models, expires_at=expires_at, create_user=True,
+                                            limits=key_limits)
+    return jsonify({"key": key, **_key_view(info), **_limits_view("key", info["key_hash"])})
+
+
+@bp.post("/key/update")
+def key_update():
+    """Change a key's budget and rate limits (within upperbound_key_generate_params)."""
+    body = _body({"key": str, **limits.BODY_TYPES})
+    key = body.get("key")
+    if key is None:
+        raise BadRequestError("missing field 'key'")
+    changes = limits.parse(_key_limits({k: v for k, v in body.items() if k != "key"}, new=False))
+    components = _components()
+    info = components.store.get_key_info(key)
+    if info is None:
+        raise NotFoundError("no such key")
+    _owner_check(info["team_id"], info["user_id"])
+    components.store.update_key(key, limits=changes)
+    return jsonify({"key": info["key_hash"], **_key_view(info), **_limits_view("key", info["key_hash"])})
 
 
 @bp.get("/key/info")
@@ -167,7 +205,8 @@ def key_info():
     if info is None:
         raise NotFoundError("no such key")
     _owner_check(info["team_id"], info["user_id"])
-    return jsonify({"key": info["key_hash"], "info": {**_key_view(info), **_spend_view("key", info["key_hash"])}})
+    return jsonify({"key": info["key_hash"], "info": {**_key_view(info), **_spend_view("key", info["key_hash"]),
+                                                      **_limits_view("key", info["key_hash"])}})
 
 
 @bp.post("/key/delete")
@@ -208,32 +247,36 @@ def _team_view(team: dict) -> dict:
 
 @bp.post("/team/new")
 def team_new():
-    body = _body({"team_id": str, "team_alias": str, "models": list, "organization_id": str})
+    body = _body({"team_id": str, "team_alias": str, "models": list, "organization_id": str, **limits.BODY_TYPES})
     team_id = _id(body.get("team_id"), "team_id") or str(uuid.uuid4())
     alias = _id(body.get("team_alias"), "team_alias")
     org_id = _id(body.get("organization_id"), "organization_id")
     models = _string_list(body.get("models"), "models")
-    team = _components().store.create_team(team_id, alias=alias, organization_id=org_id, models=models)
+    team_limits = limits.parse(body)
+    team = _components().store.create_team(team_id, alias=alias, organization_id=org_id, models=models,
+                                           limits=team_limits)
     _components().facts.team_changed(team_id)
-    return jsonify(_team_view(team))
+    return jsonify({**_team_view(team), **_limits_view("team", team_id)})
 
 
 @bp.post("/team/update")
 def team_update():
     """Change a team's alias, organisation or models (fields left out stay as they are). Admins only:
     a team that could change its own models could widen what its tokens may call."""
-    body = _body({"team_id": str, "team_alias": str, "models": list, "organization_id": str})
+    body = _body({"team_id": str, "team_alias": str, "models": list, "organization_id": str, **limits.BODY_TYPES})
     team_id = _id(body.get("team_id"), "team_id", required=True)
     alias = _id(body.get("team_alias"), "team_alias")
     org_id = _id(body.get("organization_id"), "organization_id")
     models = _string_list(body["models"], "models") if body.get("models") is not None else None
+    team_limits = limits.parse(body)
     if not g.auth.is_admin:
         raise Forbidden("only an admin may update a team")
-    team = _components().store.update_team(team_id, alias=alias, organization_id=org_id, models=models)
+    team = _components().store.update_team(team_id, alias=alias, organization_id=org_id, models=models,
+                                           limits=team_limits)
     if team is None:
         raise NotFoundError(f"team {team_id} does not exist (create it with /team/new)")
     _components().facts.team_changed(team_id)
-    return jsonify(_team_view(team))
+    return jsonify({**_team_view(team), **_limits_view("team", team_id)})
 
 
 @bp.get("/team/info")
@@ -251,7 +294,7 @@ def team_info():
             raise NotFoundError(f"team {team_id} does not exist")
         team = {"team_id": team_id, "team_alias": None, "organization_id": None, "models": [], "blocked": False,
                 "created_at": None}
-    return jsonify({"team_id": team_id, "team_info": {**_team_view(team), **spend}})
+    return jsonify({"team_id": team_id, "team_info": {**_team_view(team), **spend, **_limits_view("team", team_id)}})
 
 
 def _set_blocked(blocked: bool):
@@ -281,14 +324,33 @@ def _user_view(user: dict) -> dict:
 
 @bp.post("/user/new")
 def user_new():
-    body = _body({"user_id": str, "user_email": str})
+    body = _body({"user_id": str, "user_email": str, **limits.BODY_TYPES})
     user_id = _id(body.get("user_id"), "user_id") or str(uuid.uuid4())
-    email = body.get("user_email")
-    if email is not None and (email.count("@") != 1 or len(email) > 320):
-        raise BadRequestError("field 'user_email' must be an email address")
-    user = _components().store.create_user(user_id, email=email)
+    email = _email(body.get("user_email"))
+    user = _components().store.create_user(user_id, email=email, limits=limits.parse(body))
     _components().facts.created(user_id)
-    return jsonify(_user_view(user))
+    return jsonify({**_user_view(user), **_limits_view("user", user_id)})
+
+
+def _email(value: str | None) -> str | None:
+    if value is not None and (value.count("@") != 1 or len(value) > 320):
+        raise BadRequestError("field 'user_email' must be an email address")
+    return value
+
+
+@bp.post("/user/update")
+def user_update():
+    """Change a user's email, budget and rate limits. Admins only: a user must not lift its own budget."""
+    body = _body({"user_id": str, "user_email": str, **limits.BODY_TYPES})
+    user_id = _id(body.get("user_id"), "user_id", required=True)
+    email = _email(body.get("user_email"))
+    user_limits = limits.parse(body)
+    if not g.auth.is_admin:
+        raise Forbidden("only an admin may update a user")
+    user = _components().store.update_user(user_id, email=email, limits=user_limits)
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist (create it with /user/new)")
+    return jsonify({**_user_view(user), **_limits_view("user", user_id)})
 
 
 @bp.get("/user/info")
@@ -300,7 +362,44 @@ def user_info():
     user = _components().store.get_user(user_id)
     if user is None:
         raise NotFoundError(f"user {user_id} does not exist")
-    return jsonify({"user_id": user_id, "user_info": {**_user_view(user), **_spend_view("user", user_id)}})
+    return jsonify({"user_id": user_id, "user_info": {**_user_view(user), **_spend_view("user", user_id),
+                                                      **_limits_view("user", user_id)}})
+
+
+# end users (LiteLLM's customers) ---------------------------------------------------------
+def _customer_view(end_user: dict) -> dict:
+    limits_doc = _limits_view("end_user", end_user["end_user_id"])
+    spend = _spend_view("end_user", end_user["end_user_id"])
+    return {"user_id": end_user["end_user_id"], "alias": end_user["alias"], "blocked": False,
+            "spend": spend["spend"], "spend_nanos": spend["spend_nanos"], "requests": spend["requests"],
+            "created_at": _iso(end_user["created_at"]), "litellm_budget_table": limits_doc}
+
+
+@bp.post("/customer/new")
+def customer_new():
+    """Create an end user (the `end_user_id_jwt_field` claim) with its budget and rate limits."""
+    body = _body({"user_id": str, "alias": str, "blocked": bool, **limits.BODY_TYPES})
+    end_user_id = _id(body.get("user_id"), "user_id", required=True)
+    if not g.auth.is_admin:
+        raise Forbidden("only an admin may create end users")
+    alias = _id(body.get("alias"), "alias")
+    if body.get("blocked"):
+        raise BadRequestError("field 'blocked' is not supported: block end users in the identity provider")
+    end_user = _components().store.create_end_user(end_user_id, alias=alias, limits=limits.parse(body))
+    return jsonify(_customer_view(end_user))
+
+
+@bp.get("/customer/info")
+def customer_info():
+    end_user_id = _query_id("end_user_id")
+    if end_user_id is None:
+        raise BadRequestError("missing query parameter 'end_user_id'")
+    if not g.auth.is_admin:
+        raise Forbidden("only an admin may read end users")
+    end_user = _components().store.get_end_user(end_user_id)
+    if end_user is None:
+        raise NotFoundError(f"End User Id={end_user_id} does not exist in db")
+    return jsonify(_customer_view(end_user))
 
 
 # spend -------------------------------------------------------------------------------
@@ -347,5 +446,7 @@ def spend_logs():
 @bp.get("/global/spend")
 def global_spend():
     summary = _components().store.global_summary()
+    proxy = _limits_view("global", "")
     return jsonify({"spend": nanos_to_usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"],
-                    "requests": summary["requests"], "max_budget": None})
+                    "requests": summary["requests"], "max_budget": proxy["max_budget"],
+                    **{k: proxy.get(k) for k in ("budget_duration", "budget_spend", "budget_spend_nanos", "budget_reset_at")}})

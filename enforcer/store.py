@@ -34,11 +34,10 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
 
+from regate.common.durations import Duration, parse_duration
 from regate.common.errors import BadRequestError, ConflictError, RegateError, StoreError
 
 from . import migrations
-from regate.common.durations import Duration, parse_duration
-
 from .schema import (
     LIMIT_FIELDS,
     SPEND_COLUMNS,

@@ -107,7 +107,7 @@ test_token_without_role_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:33)
+# general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:35)
 test_team_may_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -117,7 +117,7 @@ test_team_may_call_v1_chat_completions if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:33)
+# general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:35)
 test_team_may_not_call_key_generate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -127,7 +127,7 @@ test_team_may_not_call_key_generate if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:33): /assistants/{assistant_id}
+# general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:35): /assistants/{assistant_id}
 test_team_may_call_template_assistants_assistant_id if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -156,7 +156,7 @@ test_team_refused_until_state_loaded if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:34)
+# general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:36)
 test_user_may_call_v1_chat_completions if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -166,7 +166,7 @@ test_user_may_call_v1_chat_completions if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:34)
+# general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:36)
 test_user_may_not_call_key_generate if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -176,7 +176,7 @@ test_user_may_not_call_key_generate if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:34): /assistants/{assistant_id}
+# general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:36): /assistants/{assistant_id}
 test_user_may_call_template_assistants_assistant_id if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -196,7 +196,7 @@ test_scope_of_wrong_type_is_401 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.team_id_jwt_field (regate.yaml:32)
+# general_settings.litellm_jwtauth.team_id_jwt_field (regate.yaml:34)
 test_team_id_of_wrong_type_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": {"id": "team-a"}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -206,7 +206,7 @@ test_team_id_of_wrong_type_is_401 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_email_in_allowed_domain if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -216,7 +216,7 @@ test_email_in_allowed_domain if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_email_domain_is_case_insensitive if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@CORP.EXAMPLE.COM"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -226,7 +226,7 @@ test_email_domain_is_case_insensitive if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_email_in_other_domain_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@other.invalid"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -236,7 +236,7 @@ test_email_in_other_domain_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_email_with_two_at_signs_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "a@b@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -246,7 +246,7 @@ test_email_with_two_at_signs_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_email_subdomain_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@sub.corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -256,7 +256,7 @@ test_email_subdomain_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_missing_email_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -266,7 +266,7 @@ test_missing_email_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:39)
 test_unverified_email_is_403 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": false}}, "facts": {"user_id": "user-1", "user_exists": true}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -276,7 +276,7 @@ test_unverified_email_is_403 if {
 	d.upsert_user == false
 }
 
-# general_settings.litellm_jwtauth.user_id_upsert (regate.yaml:38)
+# general_settings.litellm_jwtauth.user_id_upsert (regate.yaml:40)
 test_unknown_user_is_upserted if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": false}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}

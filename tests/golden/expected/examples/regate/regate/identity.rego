@@ -9,19 +9,19 @@ package regate.identity
 # A claim is read by its literal name first (names like https://example.com/team
 # contain dots), else as a dot path into nested claims.
 
-# general_settings.litellm_jwtauth.team_id_jwt_field (regate.yaml:32): claim team_id
+# general_settings.litellm_jwtauth.team_id_jwt_field (regate.yaml:34): claim team_id
 _team_field := {"name": "team_id", "path": ["team_id"]}
 
-# general_settings.litellm_jwtauth.user_id_jwt_field (regate.yaml:35): claim sub
+# general_settings.litellm_jwtauth.user_id_jwt_field (regate.yaml:37): claim sub
 _user_field := {"name": "sub", "path": ["sub"]}
 
-# general_settings.litellm_jwtauth.org_id_jwt_field (regate.yaml:39): claim org_id
+# general_settings.litellm_jwtauth.org_id_jwt_field (regate.yaml:41): claim org_id
 _org_field := {"name": "org_id", "path": ["org_id"]}
 
-# general_settings.litellm_jwtauth.end_user_id_jwt_field (regate.yaml:40): claim customer_id
+# general_settings.litellm_jwtauth.end_user_id_jwt_field (regate.yaml:42): claim customer_id
 _end_user_field := {"name": "customer_id", "path": ["customer_id"]}
 
-# general_settings.litellm_jwtauth.user_email_jwt_field (regate.yaml:36): claim email
+# general_settings.litellm_jwtauth.user_email_jwt_field (regate.yaml:38): claim email
 _email_field := {"name": "email", "path": ["email"]}
 
 # Verified claims of a JWT credential; empty for every other credential type.

@@ -10,14 +10,14 @@ package regate.routes
 import data.regate.roles
 
 # proxy_admin: general_settings.litellm_jwtauth.admin_allowed_routes (regate.yaml:28)
-#   management_routes, spend_tracking_routes, global_spend_tracking_routes, info_routes
-#   -> 53 paths, 1 templates in data.regate.tables.routes.proxy_admin
+#   management_routes, spend_tracking_routes, global_spend_tracking_routes, info_routes, /customer/new, /customer/info
+#   -> 55 paths, 1 templates in data.regate.tables.routes.proxy_admin
 
-# team: general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:33)
+# team: general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:35)
 #   openai_routes, info_routes, /spend/logs
 #   -> 62 paths, 42 templates in data.regate.tables.routes.team
 
-# internal_user: general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:34)
+# internal_user: general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:36)
 #   openai_routes, info_routes
 #   -> 61 paths, 42 templates in data.regate.tables.routes.internal_user
 
