@@ -299,3 +299,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 def sample_name(name: str, **labels: str) -> str:
     return name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+
+
+# -- Redis (shared rate limits) ----------------------------------------------------------------
+from tests.support.redis import redis_server, redis_url  # noqa: E402,F401 - fixtures for these tests
