@@ -32,8 +32,11 @@ PACKAGE_DATA = (
     "regate/schemas/config.schema.json",
     "regate/schemas/input.schema.json",
     "regate/templates/authz.rego.j2",
+    "regate/templates/budgets.rego.j2",
     "regate/compiler/litellm_route_groups.json",
     "regate/enforcer/migrations/v001_initial.py",
+    "regate/enforcer/migrations/v002_limits.py",
+    "regate/enforcer/model_prices.json",
     "regate/examples/regate.yaml",
     "regate/devtools/model_stub.py",
 )
