@@ -8,9 +8,11 @@ request never changes the store.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -53,6 +55,8 @@ def _body(allowed: dict[str, type]) -> dict:
             raise BadRequestError(f"unsupported field '{name}' (supported: {', '.join(sorted(allowed))})")
         if value is not None and (isinstance(value, bool) or not isinstance(value, allowed[name])):
             raise BadRequestError(f"field '{name}' has the wrong type")
+    if isinstance(body.get("max_budget"), float):  # money: the digits the client sent, not a float's
+        body["max_budget"] = json.loads(request.get_data(), parse_float=Decimal)["max_budget"]
     return body
 
 

@@ -224,6 +224,15 @@ def test_keys_get_the_upper_bound_when_they_name_no_limit(client, admin_token):
     assert status == 200 and body["rpm_limit"] == 600, body  # LiteLLM: a field left out gets the bound
 
 
+def test_budgets_are_exact_to_the_nano_dollar(client, admin_token):
+    """17 significant digits: more than a float holds. The body's digits are kept."""
+    new_team(client, admin_token, "b-team-13")
+    raw = b'{"team_id": "b-team-13", "max_budget": 12345678.123456789}'
+    status, body, _ = client.request("POST", "/key/generate", token=admin_token, body=raw,
+                                     headers={"Content-Type": "application/json"})
+    assert status == 200 and body["max_budget_nanos"] == 12_345_678_123_456_789, body
+
+
 # -- rate limits on one host (two gunicorn workers, the SQLite counters file) ----------------
 
 def burst(url: str, token: str, n: int, **extra) -> list[tuple[int, dict, dict]]:
