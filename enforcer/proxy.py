@@ -95,10 +95,12 @@ def _forward(kind: str):
     try:
         spend.admit(g.get("standing") or {})
     except RateLimited as e:
+        g.reason = e.code
         response = from_error(e)
         response.headers.update(e.headers)
         return response
     except RegateError as e:
+        g.reason = e.code
         return from_error(e)
     started = time.perf_counter()
     try:
