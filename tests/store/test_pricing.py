@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 
 from regate.compiler.model import Deployment
-import json
-
 from regate.enforcer.pricing import PRICE_TABLE, Prices, cost_nanos, is_priced, litellm_prices, quote
 
 MILLION = 1_000_000
