@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from regate.common.durations import Duration, parse_duration
+from regate.common.errors import StoreError
 
 from .credentials import Credential, claim_value
 from .spend_record import SpendRecord
@@ -63,6 +64,9 @@ def record_principals(record: SpendRecord) -> list[tuple[str, str]]:
     pairs = [("key", record.key_hash), ("team", record.team_id), ("user", record.user_id),
              ("end_user", record.end_user_id)]
     return [(k, i) for k, i in pairs if i is not None] + [GLOBAL]
+
+
+_MAX_CACHED = 10_000  # principals; past it the cache starts afresh (entries are cheap to read again)
 
 
 class Budgets:
@@ -129,12 +133,20 @@ class Budgets:
     def standing(self, principals: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Standing]:
         """Limits and current-period spend of the principals that have any limit (or a config budget)."""
         self._drain_committed()
+        if len(self._cache) > _MAX_CACHED:
+            self._cache.clear()
         now = self._clock()
         keys = list(principals)
         missing = [k for k in keys if not self._fresh(k, now)]
         if missing:
             generation = self._generation
-            rows = self._store.budget_state(missing)
+            try:
+                rows = self._store.budget_state(missing)
+            except StoreError:
+                if any(k not in self._cache for k in missing):
+                    raise  # never read: a budget that cannot be checked is not assumed away (503)
+                # The store is down: go on with the last read of each, and ask again after a ttl.
+                rows = {key: self._cache[key][2] for key in missing}
             for key in missing:
                 self._cache[key] = (now + self._ttl, generation, rows.get(key))
         result = {}

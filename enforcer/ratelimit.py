@@ -209,11 +209,12 @@ def _n(value: int | None) -> int:
 class RedisLimiter(RateLimiter):
     """Counters in Redis, shared by every replica."""
 
-    def __init__(self, url: str, *, timeout: float = 0.5):
+    def __init__(self, url: str, *, timeout: float = 2.0, connect_timeout: float = 0.5):
         import redis
 
         self._errors = (redis.RedisError, OSError)
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        # A busy worker reads a prompt answer late: the read timeout is generous, the connect one short.
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                                             health_check_interval=30)
         self._admit = self._client.register_script(_ADMIT)
         self._release = self._client.register_script(_RELEASE)
