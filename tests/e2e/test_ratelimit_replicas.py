@@ -45,8 +45,13 @@ def test_a_budget_reached_on_one_replica_stops_the_other_within_a_second(start_r
     read of the team's period spend expires after 0.5 s; the target is 1 s (1.5 s allowed here for a
     loaded CI host)."""
     a, b = start_replicas(2, env={"REDIS_URL": redis_url})
-    status, body, _ = a.client.post("/team/new", {"team_id": "stale-team", "max_budget": 0.0000063}, token=admin_token)
+    status, body, _ = a.client.post("/team/new", {"team_id": "stale-team", "max_budget": 0.0000063,
+                                                  "budget_duration": "1d"}, token=admin_token)
     assert status == 200, body
+    # The period is a function of the duration and the clock: both replicas name the same reset.
+    resets = {r.client.get("/team/info?team_id=stale-team", token=admin_token)[1]["team_info"]["budget_reset_at"]
+              for r in (a, b)}
+    assert len(resets) == 1 and resets.pop().endswith("T00:00:00Z"), resets
     token = team_token(idp, "stale-team", "stale-user")
     assert b.client.post("/v1/chat/completions", CALL, token=token)[0] == 200  # B has read the team's spend: 0
     assert a.client.post("/v1/chat/completions", CALL, token=token)[0] == 200  # A spends the whole budget

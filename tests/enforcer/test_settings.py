@@ -38,3 +38,29 @@ def test_bad_numbers_are_refused_by_name(env, message):
     with pytest.raises(RegateError) as info:
         settings(**env)
     assert (info.value.message, info.value.code) == (message, "invalid_setting")
+
+
+def redis_config(tmp_path, router: str) -> Settings:
+    path = tmp_path / "c.yaml"
+    path.write_text(EXAMPLE.read_text().replace("router_settings:\n  routing_strategy: simple-shuffle\n",
+                                                f"router_settings:\n  routing_strategy: simple-shuffle\n{router}"))
+    return compiler.load_config(path)
+
+
+def test_redis_from_redis_url_else_router_settings(tmp_path):
+    config = redis_config(tmp_path, "  redis_host: os.environ/REDIS_HOST\n  redis_port: 6380\n"
+                                    "  redis_password: os.environ/REDIS_PASSWORD\n")
+    environ = {**ENV, "REDIS_HOST": "redis.internal", "REDIS_PASSWORD": "p@ss/word"}
+    s = Settings.from_config(config, opa_url="http://127.0.0.1:9", environ=environ)
+    assert s.redis_url == "redis://:p%40ss%2Fword@redis.internal:6380/0"
+    assert "p@ss" not in repr(s) and "p%40ss" not in repr(s)  # the password never shows in a repr or log
+    s = Settings.from_config(config, opa_url="http://127.0.0.1:9", environ={**environ, "REDIS_URL": "redis://r:1/2"})
+    assert s.redis_url == "redis://r:1/2"
+    assert settings().redis_url is None  # no Redis: the host's SQLite counters
+
+
+def test_a_missing_redis_variable_is_named(tmp_path):
+    config = redis_config(tmp_path, "  redis_host: os.environ/REDIS_HOST\n")
+    with pytest.raises(RegateError) as info:
+        Settings.from_config(config, opa_url="http://127.0.0.1:9", environ=ENV)
+    assert info.value.message == "router_settings.redis_host refers to environment variable REDIS_HOST, which is not set"
