@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ SPOOL_PREFIX = "spend-"
 SPOOL_SUFFIX = ".jsonl"
 CLAIMED_SUFFIX = ".claimed"
 _POLL = 0.05  # seconds: longest the worker waits before looking at the stop flag again
+_PUBLISH_INTERVAL = 0.1  # seconds between hand-overs of the writer's counts to Prometheus
 
 
 @dataclass
@@ -113,11 +115,12 @@ class SpendWriter:
         self._spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.replay_spool()
         self._worker = os_threads.OsThread(self._run, "regate-spend-writer").start()
+        # On the request side (a greenlet under gevent): hands the thread's counts to Prometheus.
+        threading.Thread(target=self._publish_loop, name="regate-spend-metrics", daemon=True).start()
 
     def submit(self, record: SpendRecord) -> None:
         """Queue a record for writing. Never blocks on the store and never raises."""
         try:
-            self._publish_metrics()
             with self._submit_lock:  # pairs with close(): nothing slips into the queue after the last drain
                 if not self._closed:
                     if len(self._queue) < self._max_queue:
@@ -158,6 +161,11 @@ class SpendWriter:
             data = asdict(self._counters)
         data["queued"] = len(self._queue)
         return data
+
+    def _publish_loop(self) -> None:
+        while not self._closed:
+            self._publish_metrics()
+            time.sleep(_PUBLISH_INTERVAL)
 
     def _publish_metrics(self) -> None:
         """Hand the thread's counts to Prometheus, on the request side."""
