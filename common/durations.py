@@ -11,6 +11,7 @@ budget is therefore usually shorter than the duration.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,12 +42,13 @@ class Duration:
 
     def period_start(self, at: float) -> int:
         """Epoch second at which the period containing `at` (epoch seconds) began."""
+        second = math.floor(at)  # not fromtimestamp(at): it rounds 23:59:59.9999995 up into the next month
         if self.unit == "mo":
-            when = datetime.fromtimestamp(at, timezone.utc)
+            when = datetime.fromtimestamp(second, timezone.utc)
             month = (when.year - 1970) * 12 + when.month - 1
             return _month_start(month - month % self.count)
         length = self.count * _SECONDS[self.unit]
-        return _ORIGIN + int((int(at) - _ORIGIN) // length) * length
+        return _ORIGIN + (second - _ORIGIN) // length * length
 
     def period_end(self, at: float) -> int:
         """Epoch second at which the period containing `at` ends (the budget's next reset)."""
