@@ -22,41 +22,41 @@ def period(store: Store, kind: str, entity_id: str) -> tuple[int, int, int]:
 
 
 # Periods follow the wall clock (a new duration starts the current period): records are placed
-# relative to the start of the current hour.
-HOUR0 = parse_duration("1h").period_start(time.time())
+# relative to a period start the test reads when it runs.
 
 
-def at(hours: float, rid: str, nanos: int, **who):
-    return make_record(rid, spend_nanos=nanos, offset_s=HOUR0 - T0.timestamp() + hours * HOUR, **who)
+def at(start: int, hours: float, rid: str, nanos: int, **who):
+    return make_record(rid, spend_nanos=nanos, offset_s=start - T0.timestamp() + hours * HOUR, **who)
 
 
 def test_spend_counts_in_the_period_of_its_start_and_late_records_only_in_the_lifetime(store: Store):
     store.set_limits("team", "t1", {"max_budget_nanos": 1000, "budget_duration": "1h"})
-    hour0 = HOUR0
-    store.record_spend([at(0.1, "a", 10, team_id="t1"), at(0.5, "b", 20, team_id="t1")])
+    hour0 = period(store, "team", "t1")[0]  # the current hour, as the store began it
+    store.record_spend([at(hour0, 0.1, "a", 10, team_id="t1"), at(hour0, 0.5, "b", 20, team_id="t1")])
     assert period(store, "team", "t1") == (hour0, 30, 30)
-    store.record_spend([at(1.2, "c", 5, team_id="t1")])  # the next hour starts afresh
+    store.record_spend([at(hour0, 1.2, "c", 5, team_id="t1")])  # the next hour starts afresh
     assert period(store, "team", "t1") == (hour0 + HOUR, 5, 35)
-    store.record_spend([at(0.9, "d", 7, team_id="t1")])  # replayed late from the spool: lifetime only
+    store.record_spend([at(hour0, 0.9, "d", 7, team_id="t1")])  # replayed late from the spool: lifetime only
     assert period(store, "team", "t1") == (hour0 + HOUR, 5, 42)
     # One batch spanning two periods: the later one is the row's period.
-    store.record_spend([at(2.5, "e", 1, team_id="t1"), at(1.5, "f", 2, team_id="t1"), at(2.7, "g", 4, team_id="t1")])
+    store.record_spend([at(hour0, 2.5, "e", 1, team_id="t1"), at(hour0, 1.5, "f", 2, team_id="t1"),
+                        at(hour0, 2.7, "g", 4, team_id="t1")])
     assert period(store, "team", "t1") == (hour0 + 2 * HOUR, 5, 49)
-    store.record_spend([at(2.5, "e", 1, team_id="t1")])  # idempotent by request id
+    store.record_spend([at(hour0, 2.5, "e", 1, team_id="t1")])  # idempotent by request id
     assert period(store, "team", "t1") == (hour0 + 2 * HOUR, 5, 49)
 
 
 def test_principals_without_a_duration_count_their_whole_lifetime(store: Store):
-    store.record_spend([at(0, "a", 10, team_id="t2", user_id="u2"), at(100, "b", 20, user_id="u2")])
+    store.record_spend([at(0, 0, "a", 10, team_id="t2", user_id="u2"), at(0, 100, "b", 20, user_id="u2")])
     assert period(store, "user", "u2") == (0, 30, 30)
     assert period(store, *GLOBAL) == (0, 30, 30)
 
 
 def test_a_new_duration_re_adds_the_current_periods_spend_from_the_log(store: Store):
     day = parse_duration("1d").period_start(time.time())
-    store.record_spend([at((day - HOUR0) / HOUR - 30, "old", 100, key_hash="k1"),  # yesterday or before
-                        at((day - HOUR0) / HOUR + 0.001, "today-1", 7, key_hash="k1"),
-                        at(0.001, "today-2", 3, key_hash="k1")])
+    store.record_spend([at(day, -30, "old", 100, key_hash="k1"),  # yesterday or before
+                        at(day, 0.001, "today-1", 7, key_hash="k1"),
+                        at(day, 0.002, "today-2", 3, key_hash="k1")])
     assert period(store, "key", "k1") == (0, 110, 110)
     store.set_limits("key", "k1", {"budget_duration": "1d"})
     assert period(store, "key", "k1") == (day, 10, 110)  # today's records, read back from the spend log
