@@ -114,7 +114,8 @@ class SpendWriter:
             return
         self._spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.replay_spool()
-        self._worker = os_threads.OsThread(self._run, "regate-spend-writer").start()
+        self._worker = os_threads.OsThread(self._run, "regate-spend-writer")  # set before it runs: _sleep reads it
+        self._worker.start()
         # On the request side (a greenlet under gevent): hands the thread's counts to Prometheus.
         threading.Thread(target=self._publish_loop, name="regate-spend-metrics", daemon=True).start()
 
