@@ -13,6 +13,8 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 ROLES = ("proxy_admin", "team", "internal_user")
+# A token naming more teams than this is refused (invalid_claims): one decision stays cheap.
+MAX_TEAMS_PER_TOKEN = 100
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class AuthPolicy:
     org_field: Setting[ClaimField | None]
     end_user_field: Setting[ClaimField | None]
     email_field: Setting[ClaimField | None]
+    team_ids_field: Setting[ClaimField | None]
+    team_alias_field: Setting[ClaimField | None]
+    org_alias_field: Setting[ClaimField | None]
+    team_id_default: Setting[str | None]
+    team_id_upsert: Setting[bool]
+    enforce_team_models: Setting[bool]
     email_domains: Setting[tuple[str, ...]]
     user_id_upsert: Setting[bool]
     public_key_ttl: Setting[float]

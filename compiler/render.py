@@ -7,17 +7,29 @@ module only prepares small view values (citations, Rego literals) for them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import jinja2
 
 from . import resources, routes
-from .model import ROLES, ClaimField, Config, Setting
+from .model import MAX_TEAMS_PER_TOKEN, ROLES, ClaimField, Config, Setting
 from .testcases import decision_cases
 
-POLICY_FILES = ("identity", "roles", "routes", "email_domains", "blocked_teams", "users", "authz")
+POLICY_FILES = ("identity", "teams", "roles", "routes", "email_domains", "blocked_teams", "models", "users", "authz")
 DATA_PATH = "regate/tables/data.json"
+
+
+_REGO_KEYWORDS = frozenset({"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not",
+                            "null", "package", "some", "true", "with"})
+
+
+def rego_ref(base: str, key: str) -> str:
+    """`base.key`, or `base["key"]` when the key is no plain identifier (the form `opa fmt` keeps)."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and key not in _REGO_KEYWORDS:
+        return f"{base}.{key}"
+    return f"{base}[{rego_literal(key)}]"
 
 
 def rego_literal(value) -> str:
@@ -45,12 +57,34 @@ class _View:
     enabled: str = ""
 
 
-def _claim_view(rule: str, setting: Setting[ClaimField | None], source: str) -> _View:
-    field = setting.value
-    if field is None:
-        return _View(setting.cite(source), "null", "not set", rule)
-    value = {"name": field.name, "path": list(field.path)}
-    return _View(setting.cite(source), rego_literal(value), f"claim {field.name}", rule)
+def _setting_view(setting: Setting, source: str) -> _View:
+    return _View(setting.cite(source), rego_literal(setting.value))
+
+
+# The claims the config may name: (rule in identity.rego, AuthPolicy field). Ids must be
+# non-empty strings when present; the team list is checked on its own.
+CLAIM_RULES = (("_team_id_value", "team_field"), ("_user_id_value", "user_field"), ("_org_id_value", "org_field"),
+               ("_end_user_id_value", "end_user_field"), ("_email_value", "email_field"),
+               ("_team_alias_value", "team_alias_field"), ("_org_alias_value", "org_alias_field"),
+               ("_team_ids_value", "team_ids_field"))
+
+
+def _claim_views(policy, source: str) -> list[dict]:
+    views = []
+    for rule, attr in CLAIM_RULES:
+        setting: Setting[ClaimField | None] = getattr(policy, attr)
+        field = setting.value
+        views.append({"rule": rule, "cite": setting.cite(source), "describe": f"claim {field.name}" if field else "not set",
+                      "name": field.name if field else None, "path": list(field.path) if field else [],
+                      "dotted": bool(field) and len(field.path) > 1})
+    return views
+
+
+def _id_fields(policy) -> str:
+    """`[[claim name, rule], ...]` of the configured id claims: checking a claim nobody named costs every decision."""
+    pairs = [f"[{rego_literal(getattr(policy, attr).value.name)}, {rule}]"
+             for rule, attr in CLAIM_RULES[:-1] if getattr(policy, attr).value is not None]
+    return "[" + ", ".join(pairs) + "]"
 
 
 def _route_views(config: Config, source: str) -> list[dict]:
@@ -85,14 +119,15 @@ def render(config: Config) -> dict[str, bytes]:
     domains = policy.email_domains
     context = {
         "source": source,
-        "claim_fields": [
-            _claim_view("_team_field", policy.team_field, source),
-            _claim_view("_user_field", policy.user_field, source),
-            _claim_view("_org_field", policy.org_field, source),
-            _claim_view("_end_user_field", policy.end_user_field, source),
-            _claim_view("_email_field", policy.email_field, source),
-        ],
-        "admin_scope": _View(policy.admin_scope.cite(source), rego_literal(policy.admin_scope.value)),
+        "claim_fields": _claim_views(policy, source),
+        "team_ids_name": policy.team_ids_field.value.name if policy.team_ids_field.value else None,
+        "id_fields": _id_fields(policy),
+        "max_teams": MAX_TEAMS_PER_TOKEN,
+        "enforce_models": _setting_view(policy.enforce_team_models, source),
+        "enforce_team_models": policy.enforce_team_models.value,
+        "default_team": _setting_view(policy.team_id_default, source),
+        "team_upsert": _setting_view(policy.team_id_upsert, source),
+        "admin_scope": _setting_view(policy.admin_scope, source),
         "route_sets": _route_views(config, source),
         "domains": _View(
             domains.cite(source),
@@ -100,12 +135,13 @@ def render(config: Config) -> dict[str, bytes]:
             enabled=rego_literal(bool(domains.value)),
         ),
         "email_field": _View(policy.email_field.cite(source)),
-        "upsert": _View(policy.user_id_upsert.cite(source), rego_literal(policy.user_id_upsert.value)),
+        "upsert": _setting_view(policy.user_id_upsert, source),
         "user_field": _View(policy.user_field.cite(source)),
         "user_check": _View("", rego_literal(policy.checks_user_existence)),
-        "jwt_enabled": _View(policy.jwt_enabled.cite(source), rego_literal(policy.jwt_enabled.value)),
+        "jwt_enabled": _setting_view(policy.jwt_enabled, source),
         "cases": decision_cases(config),
         "rego": rego_literal,
+        "ref": rego_ref,
     }
     env = _env()
     files = {f"regate/{name}.rego": env.get_template(f"{name}.rego.j2").render(context) for name in POLICY_FILES}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from . import team_testcases
 from .model import ClaimField, Config
 from .routes import is_template
 
@@ -32,6 +33,8 @@ class DecisionCase:
     expect_reason: str | None = None
     state: dict | None = field(default_factory=lambda: STATE)
     expect_upsert: bool = False
+    expect_team: str | None = None  # the team the request runs as (subject.team_id), when the case names one
+    expect_upsert_team: bool = False
 
 
 def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
@@ -43,6 +46,13 @@ def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
         node = node.setdefault(part, {})
     node[leaf] = value
     return claims
+
+
+def _claim_at(claims: dict, claim: ClaimField):
+    node = claims
+    for part in claim.path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _jwt(claims: dict, path: str, model: str | None = None, facts: dict | None = None) -> dict:
@@ -84,8 +94,11 @@ class _Builder:
     def cite(self, setting) -> str:
         return setting.cite(self.source)
 
-    def add(self, name, why, doc, allow, status, reason=None, state=STATE, upsert=False):
-        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state, upsert))
+    def add(self, name, why, doc, allow, status, reason=None, state=STATE, upsert=False, team=None, upsert_team=False):
+        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state, upsert, team, upsert_team))
+
+    def with_claim(self, claims: dict, claim: ClaimField, value) -> dict:
+        return _set_claim(claims, claim, value)
 
     def claims_for(self, role: str, email: str | None = "dev@{domain}") -> dict:
         """Claims of a well-formed token of `role`, passing the email check when one is configured."""
@@ -106,22 +119,33 @@ class _Builder:
         """The user id the policy derives: the user claim, else (as in LiteLLM) the email."""
         p = self.policy
         for claim in (p.user_field.value, p.email_field.value):
-            if claim is None:
-                continue
-            node = claims
-            for part in claim.path:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, str) and node:
-                return node
+            value = _claim_at(claims, claim) if claim else None
+            if isinstance(value, str) and value:
+                return value
         return None
 
-    def token(self, claims: dict, path: str, *, user_exists: bool = True, facts_user: str | None = None) -> dict:
-        """A JWT input; with the store's facts about the derived user when the config checks users."""
+    def token(self, claims: dict, path: str, *, user_exists: bool = True, facts_user: str | None = None,
+              teams: dict | None = None) -> dict:
+        """A JWT input; with the store's facts about the derived user when the config checks users, and
+        about the teams the claims name (each in the store with no model limit, unless `teams` says)."""
         user = self.derived_user(claims)
-        facts = None
+        facts: dict = {}
         if self.policy.checks_user_existence and user:
             facts = {"user_id": facts_user or user, "user_exists": user_exists}
-        return _jwt(claims, path, facts=facts)
+        named = {team: {"exists": True, "models": []} for team in self.claimed_teams(claims)}
+        if named or teams:
+            facts["teams"] = {**named, **(teams or {})}
+        return _jwt(claims, path, facts=facts or None)
+
+    def claimed_teams(self, claims: dict) -> list[str]:
+        """The team ids the claims name (id claim, team list), as the enforcer looks them up."""
+        p = self.policy
+        found = []
+        for claim in (p.team_field.value, p.team_ids_field.value):
+            value = _claim_at(claims, claim) if claim else None
+            values = value if isinstance(value, list) else [value]
+            found += [v for v in values if isinstance(v, str) and v]
+        return found
 
     def build(self) -> list[DecisionCase]:
         self.credentials()
@@ -133,6 +157,7 @@ class _Builder:
             self.email_domains()
             self.users()
             self.team_models()
+            team_testcases.add_cases(self)
         else:
             self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
                      _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")
@@ -175,8 +200,9 @@ class _Builder:
             self.add("test_admin_scope_in_scp", why, _jwt(via_scp, path), True, 200)
             blocked_admin = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
             self.add("test_admin_with_blocked_team_is_not_blocked", "admins are not team tokens", _jwt(blocked_admin, path), True, 200)
-        self.add("test_token_without_role_is_403", "no admin scope, no team id, no user id",
-                 _jwt({"scope": "openid"}, "/v1/chat/completions"), False, 403, "no_role")
+        if p.team_id_default.value is None:
+            self.add("test_token_without_role_is_403", "no admin scope, no team id, no user id",
+                     _jwt({"scope": "openid"}, "/v1/chat/completions"), False, 403, "no_role")
 
     def team(self):
         p = self.policy
@@ -191,8 +217,10 @@ class _Builder:
                      self.token(claims, path), False, 503, "state_unavailable", state=None)
 
     def internal_user(self):
+        p = self.policy
         claims = self.claims_for("internal_user")
-        if self.derived_user(claims):
+        # With a default team or enforced team model access, such a token is no internal user (team cases cover it).
+        if self.derived_user(claims) and p.team_id_default.value is None and not p.enforce_team_models.value:
             self._role_routes("internal_user", claims, "user")
 
     def claim_types(self):
@@ -249,6 +277,9 @@ class _Builder:
         self.add("test_virtual_key_of_team_may_call_team_route", "a key with a team takes the team role", doc, True, 200)
         other = {"request": dict(doc["request"], model="model-b"), "credential": doc["credential"]}
         self.add("test_virtual_key_limited_to_its_models", "/key/generate models", other, False, 403, "model_not_allowed")
+        narrowed = dict(doc, facts={"teams": {TEAM: {"exists": True, "models": ["model-b"]}}})
+        self.add("test_virtual_key_held_to_its_team_models", "/team/update models bound the team's keys too",
+                 narrowed, False, 403, "model_not_allowed")
 
     def team_models(self):
         p = self.policy
@@ -256,19 +287,16 @@ class _Builder:
         if not (path and p.team_field.value):
             return
         claims = self.claims_for("team")
-        team = {"team_id": TEAM, "team_models": ["model-a"]}
 
-        def doc(model: str, facts: dict) -> dict:
-            token = self.token(claims, path)
+        def doc(model: str, models: list[str]) -> dict:
+            token = self.token(claims, path, teams={TEAM: {"exists": True, "models": models}})
             token["request"]["model"] = model
-            token["facts"] = {**token.get("facts", {}), **facts}
             return token
 
         why = "/team/new models"
-        self.add("test_team_may_use_its_models", why, doc("model-a", team), True, 200)
-        self.add("test_team_limited_to_its_models", why, doc("model-b", team), False, 403, "model_not_allowed")
-        self.add("test_team_models_for_another_team_fail_closed", "facts count only for the team id the policy derives",
-                 doc("model-a", dict(team, team_id="someone-else")), False, 403, "model_not_allowed")
+        self.add("test_team_may_use_its_models", why, doc("model-a", ["model-a"]), True, 200, team=TEAM)
+        self.add("test_team_limited_to_its_models", why, doc("model-b", ["model-a"]), False, 403, "model_not_allowed")
+        self.add("test_team_with_no_models_may_use_every_model", why, doc("model-b", []), True, 200)
 
 
 def _slug(path: str) -> str:

@@ -107,6 +107,8 @@ def _pattern_message(kind: str, value: str, path) -> tuple[str, str]:
         return f"invalid email domain {_short(value)}: expected a domain like example.com", "invalid-domain"
     if kind == "master-key":
         return "master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"
+    if kind == "team-id":
+        return f"invalid team id {_short(value)}: 1 to 256 characters, no control characters", "invalid-team-id"
     if kind == "url":
         return f"invalid URL {_short(value)}: expected http(s)://host[/path] or os.environ/NAME", "invalid-url"
     return f"invalid value {_short(value)}", "invalid-value"

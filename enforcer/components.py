@@ -14,6 +14,7 @@ from .settings import Settings
 from .spend import SpendWriter
 from .state_sync import BlockSync
 from .store import Store
+from .team_facts import TeamFacts
 from .tokens import TokenVerifier
 from .upstreams import Upstreams
 
@@ -39,8 +40,8 @@ class Components:
             self.store,
             user_field=policy.user_field.value.name if policy.user_field.value else None,
             email_field=policy.email_field.value.name if policy.email_field.value else None,
-            team_field=policy.team_field.value.name if policy.team_field.value else None,
             checks_users=policy.checks_user_existence,
+            teams=TeamFacts(self.store, policy, ttl=settings.user_cache_ttl),
             ttl=settings.user_cache_ttl,
         )
         self.upstreams = Upstreams(config.deployments, environ=settings.environ)

@@ -4,7 +4,7 @@ The key is the exact input OPA would see (claims, path, method, model, facts) pl
 blocked-team state generation: a block applied to this worker's OPA bumps the generation,
 so no cached allow outlives it. The TTL (0.5 s by default) bounds how long a new policy
 revision takes to show. Errors are never cached (a failure to decide is never remembered),
-nor decisions that upsert a user (the next request's facts differ anyway).
+nor decisions that upsert a user or a team (the next request's facts differ anyway).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class DecisionCache:
             return decision
         metrics.DECISION_CACHE.labels("miss").inc()
         decision = self._ask(body)
-        if not decision.upsert_user:
+        if not (decision.upsert_user or decision.upsert_team):
             self._cache.put(key, decision)
         return decision
 

@@ -42,6 +42,7 @@ class Decision:
     role: str | None
     subject: dict[str, str | None]
     upsert_user: bool
+    upsert_team: bool = False  # create subject.team_id's record (team_id_upsert)
     decision_id: str | None = None  # OPA's, when its decision log is on: the access log names it
 
     @property
@@ -60,6 +61,7 @@ def parse_decision(result: Any) -> Decision:
     role = result.get("role")
     subject = result.get("subject")
     upsert = result.get("upsert_user")
+    upsert_team = result.get("upsert_team")
     well_formed = (
         isinstance(allow, bool)
         and isinstance(status, int) and not isinstance(status, bool)
@@ -68,13 +70,15 @@ def parse_decision(result: Any) -> Decision:
         and (role is None or isinstance(role, str))
         and isinstance(subject, dict) and all(subject.get(k) is None or isinstance(subject.get(k), str) for k in _SUBJECT_KEYS)
         and isinstance(upsert, bool)
+        and isinstance(upsert_team, bool)
+        and (not upsert_team or (allow and isinstance(subject.get("team_id"), str)))  # a team to create is named
         # An allow must be unambiguous: no reasons, status 200. A deny must carry a reason and an error status.
         and ((allow and status == 200 and not reasons) or (not allow and reasons and 400 <= status <= 599))
     )
     if not well_formed:
         raise DecisionError("the policy returned a malformed decision", code="decision_malformed")
     return Decision(allow, status, tuple(reasons), message, role,
-                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert)
+                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert, upsert_team)
 
 
 def encode_input(input_doc: dict) -> bytes:

@@ -23,6 +23,7 @@ from .credentials import Credential
 from .decisions import Decision
 from .paths import NonCanonicalPath, canonical_path, request_target
 from .responses import error_response, from_error
+from .team_facts import requested_team
 
 log = logging.getLogger("regate.access")
 
@@ -65,11 +66,12 @@ def _request_model(path: str):
 
 
 def _decide(components, credential: Credential, path: str) -> Decision:
+    team = requested_team(request.headers)
     input_doc = {
-        "request": {"method": request.method, "path": path, "model": _request_model(path)},
+        "request": {"method": request.method, "path": path, "model": _request_model(path), "requested_team": team},
         "credential": credential.as_input(),
     }
-    facts = components.facts.for_credential(credential)
+    facts = components.facts.for_credential(credential, team)
     if facts is not None:
         input_doc["facts"] = facts
     decision = components.decisions.decide(input_doc)
@@ -105,16 +107,24 @@ def gate():
         if decision.reason == "state_unavailable":
             components.block_sync.request_full_sync()
         return error_response(decision.status, decision.message, decision.reason)
-    if decision.upsert_user:
-        user_id = decision.subject["user_id"]
-        try:
-            components.store.create_user(user_id, email=decision.subject["email"], if_missing=True)
-        except RegateError as e:
-            g.reason = e.code
-            return from_error(e)
-        components.facts.created(user_id)
+    try:
+        _upsert(components, decision)
+    except RegateError as e:
+        g.reason = e.code
+        return from_error(e)
     g.auth = Auth(credential, decision, path)
     return None
+
+
+def _upsert(components, decision: Decision) -> None:
+    """Create the user and the team the policy asks for (user_id_upsert, team_id_upsert)."""
+    subject = decision.subject
+    if decision.upsert_user:
+        components.store.create_user(subject["user_id"], email=subject["email"], if_missing=True)
+        components.facts.created(subject["user_id"])
+    if decision.upsert_team:
+        components.store.create_team(subject["team_id"], if_missing=True)
+        components.facts.team_changed(subject["team_id"])
 
 
 def _access_fields(response) -> dict:

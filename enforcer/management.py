@@ -218,6 +218,20 @@ def team_new():
     return jsonify(_team_view(team))
 
 
+@bp.post("/organization/new")
+def organization_new():
+    """An organization (id and alias): org_alias_jwt_field resolves aliases to ids through these. Admins only."""
+    body = _body({"organization_id": str, "organization_alias": str})
+    org_id = _id(body.get("organization_id"), "organization_id") or str(uuid.uuid4())
+    alias = _id(body.get("organization_alias"), "organization_alias")
+    if not g.auth.is_admin:
+        raise Forbidden("only an admin may create an organization")
+    org = _components().store.create_organization(org_id, alias=alias)
+    _components().facts.teams.organizations_changed()
+    return jsonify({"organization_id": org["organization_id"], "organization_alias": org["organization_alias"],
+                    "created_at": _iso(org["created_at"])})
+
+
 @bp.post("/team/update")
 def team_update():
     """Change a team's alias, organisation or models (fields left out stay as they are). Admins only:
@@ -260,6 +274,7 @@ def _set_blocked(blocked: bool):
     components = _components()
     # JWT teams come from the IdP: blocking one without a record creates the record.
     team = components.store.set_team_blocked(team_id, blocked)
+    components.facts.team_changed(team_id)
     components.block_sync.pushed(team_id, blocked)
     return jsonify(_team_view(team))
 

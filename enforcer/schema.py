@@ -50,6 +50,7 @@ organizations = sa.Table(
     sa.Column("organization_alias", sa.Text),
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_organizations_organization_alias", "organization_alias"),
 )
 teams = sa.Table(
     "teams",
@@ -60,6 +61,7 @@ teams = sa.Table(
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("blocked", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_teams_team_alias", "team_alias"),
 )
 end_users = sa.Table(
     "end_users",

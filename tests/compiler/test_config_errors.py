@@ -228,16 +228,21 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,text,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_config_gives_located_errors(name, text, expected, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def compile_errors(text: str, tmp_path, capsys) -> list[str]:
+    """`regate compile c.yaml` on `text` in tmp_path (the cwd): the lines on stderr, after
+    asserting it failed with exit 2 and wrote nothing."""
     (tmp_path / "c.yaml").write_text(text)
     code = main(["compile", "c.yaml", "-o", "out.tar.gz"])
     err = capsys.readouterr().err
-    assert code == 2
-    assert err.splitlines() == expected
-    assert not (tmp_path / "out.tar.gz").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing half-written
+    assert code == 2, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing written, not even half
+    return err.splitlines()
+
+
+@pytest.mark.parametrize("name,text,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_config_gives_located_errors(name, text, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert compile_errors(text, tmp_path, capsys) == expected
 
 
 def test_missing_file(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ from regate.enforcer.decisions import OpaClient
 from tests.support.scripted_server import ScriptedServer
 
 ALLOW = {"allow": True, "status": 200, "reasons": [], "message": "", "role": "team", "upsert_user": False,
+         "upsert_team": False,
          "subject": {"user_id": None, "team_id": "t1", "org_id": None, "end_user_id": None, "email": None}}
 
 

@@ -15,6 +15,7 @@ test_master_key_may_call_any_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # no credential, no access
@@ -25,6 +26,7 @@ test_missing_credential_is_401 if {
 	d.status == 401
 	d.reasons[0] == "missing_credential"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -35,6 +37,7 @@ test_non_canonical_path_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.enable_jwt_auth (default)
@@ -45,6 +48,7 @@ test_jwt_refused_when_jwt_auth_disabled if {
 	d.status == 401
 	d.reasons[0] == "jwt_auth_disabled"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # a key with a team takes the team role
@@ -55,6 +59,7 @@ test_virtual_key_of_team_may_call_team_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate models
@@ -65,4 +70,16 @@ test_virtual_key_limited_to_its_models if {
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/update models bound the team's keys too
+test_virtual_key_held_to_its_team_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": {"exists": true, "models": ["model-b"]}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
 }

@@ -9,9 +9,9 @@ package regate.email_domains
 
 import data.regate.identity
 
-# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:37)
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 #   corp.example.com, example.com (data.regate.tables.email_domains)
-# general_settings.litellm_jwtauth.user_email_jwt_field (regate.yaml:36)
+# general_settings.litellm_jwtauth.user_email_jwt_field (regate.yaml:37)
 enabled := true
 
 default allowed := false

@@ -13,11 +13,11 @@ import data.regate.roles
 #   management_routes, spend_tracking_routes, global_spend_tracking_routes, info_routes
 #   -> 53 paths, 1 templates in data.regate.tables.routes.proxy_admin
 
-# team: general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:33)
+# team: general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:34)
 #   openai_routes, info_routes, /spend/logs
 #   -> 62 paths, 42 templates in data.regate.tables.routes.team
 
-# internal_user: general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:34)
+# internal_user: general_settings.litellm_jwtauth.user_allowed_routes (regate.yaml:35)
 #   openai_routes, info_routes
 #   -> 61 paths, 42 templates in data.regate.tables.routes.internal_user
 
