@@ -86,10 +86,10 @@ def _team_lists(b, path: str) -> None:
           groups([BLOCKED]), False, 403, "team_blocked")
     b.add("test_team_list_header_selecting_a_blocked_team_is_403", "the selected team is checked",
           groups([TEAM_B, BLOCKED], header=BLOCKED), False, 403, "team_blocked")
-    limited = {TEAM_B: {"exists": True, "models": ["model-a"]}, TEAM_C: {"exists": True, "models": []}}
+    limited = {TEAM_B: ["model-a"], TEAM_C: []}
     b.add("test_team_list_runs_as_the_first_team_with_the_model", "the first team that may use the requested model",
           groups([TEAM_B, TEAM_C], model="model-b", facts=limited), True, 200, team=TEAM_C)
-    only_a = {TEAM_B: {"exists": True, "models": ["model-a"]}, TEAM_C: {"exists": True, "models": ["model-a"]}}
+    only_a = {TEAM_B: ["model-a"], TEAM_C: ["model-a"]}
     b.add("test_team_list_without_the_model_is_403", "no team may use the model",
           groups([TEAM_B, TEAM_C], model="model-b", facts=only_a), False, 403, "model_not_allowed")
     with_id = b.token(b.with_claim(b.claims_for("team"), p.team_ids_field.value, [TEAM_B]), path)
@@ -102,13 +102,13 @@ def _team_lists(b, path: str) -> None:
 def _enforced(b, path: str) -> None:
     p = b.policy
     why = b.cite(p.enforce_team_models)
-    unknown = b.token(b.claims_for("team"), path, teams={TEAM: {"exists": False}})
+    unknown = b.token(b.claims_for("team"), path, teams={TEAM: None})
     if p.team_id_upsert.value:
         b.add("test_unknown_team_is_upserted", b.cite(p.team_id_upsert), unknown, True, 200, team=TEAM, upsert_team=True)
         admin_path = _admin_path(b)
         if admin_path:
             admin = b.token(b.with_claim(b.claims_for("proxy_admin"), p.team_field.value, TEAM), admin_path,
-                            teams={TEAM: {"exists": False}})
+                            teams={TEAM: None})
             b.add("test_admin_token_never_upserts_a_team", "admin tokens are not team tokens", admin, True, 200)
     else:
         b.add("test_unknown_team_is_403", why, unknown, False, 403, "team_not_found")
@@ -117,7 +117,7 @@ def _enforced(b, path: str) -> None:
         b.add("test_token_without_team_is_403", why, b.token(user, path), False, 403, "team_not_found")
     if p.team_ids_field.value is not None:
         doc = b.token(b.with_claim(user, p.team_ids_field.value, [MISSING, TEAM_C]), path,
-                      teams={MISSING: {"exists": False}})
+                      teams={MISSING: None})
         b.add("test_team_list_runs_as_the_first_team_in_the_store", why, doc, True, 200, team=TEAM_C)
 
 
@@ -131,12 +131,12 @@ def _default_team(b, path: str) -> None:
     default = p.team_id_default.value
     claims = b.claims_for("internal_user")
     b.add("test_token_without_team_claim_runs_as_the_default_team", b.cite(p.team_id_default),
-          b.token(claims, path, teams={default: {"exists": True, "models": []}}), True, 200, team=default)
+          b.token(claims, path, teams={default: []}), True, 200, team=default)
 
 
 def _alias_claim(b, path: str) -> None:
     p = b.policy
     claims = b.with_claim(b.claims_for("internal_user"), p.team_alias_field.value, ALIAS)
-    doc = b.token(claims, path, teams={TEAM: {"exists": True, "models": []}})
+    doc = b.token(claims, path, teams={TEAM: []})
     doc["facts"]["team_aliases"] = {ALIAS: [TEAM]}
     b.add("test_team_alias_claim_resolves_to_its_team", b.cite(p.team_alias_field), doc, True, 200, team=TEAM)

@@ -127,14 +127,15 @@ class _Builder:
     def token(self, claims: dict, path: str, *, user_exists: bool = True, facts_user: str | None = None,
               teams: dict | None = None) -> dict:
         """A JWT input; with the store's facts about the derived user when the config checks users, and
-        about the teams the claims name (each in the store with no model limit, unless `teams` says)."""
+        about the teams the claims name: each in the store with no model limit, unless `teams` maps
+        it to its models, or to None for a team not in the store."""
         user = self.derived_user(claims)
         facts: dict = {}
         if self.policy.checks_user_existence and user:
             facts = {"user_id": facts_user or user, "user_exists": user_exists}
-        named = {team: {"exists": True, "models": []} for team in self.claimed_teams(claims)}
-        if named or teams:
-            facts["teams"] = {**named, **(teams or {})}
+        named = {team: [] for team in self.claimed_teams(claims)} | (teams or {})
+        if named:
+            facts["teams"] = {team: models for team, models in named.items() if models is not None}
         return _jwt(claims, path, facts=facts or None)
 
     def claimed_teams(self, claims: dict) -> list[str]:
@@ -277,7 +278,7 @@ class _Builder:
         self.add("test_virtual_key_of_team_may_call_team_route", "a key with a team takes the team role", doc, True, 200)
         other = {"request": dict(doc["request"], model="model-b"), "credential": doc["credential"]}
         self.add("test_virtual_key_limited_to_its_models", "/key/generate models", other, False, 403, "model_not_allowed")
-        narrowed = dict(doc, facts={"teams": {TEAM: {"exists": True, "models": ["model-b"]}}})
+        narrowed = dict(doc, facts={"teams": {TEAM: ["model-b"]}})
         self.add("test_virtual_key_held_to_its_team_models", "/team/update models bound the team's keys too",
                  narrowed, False, 403, "model_not_allowed")
 
@@ -289,7 +290,7 @@ class _Builder:
         claims = self.claims_for("team")
 
         def doc(model: str, models: list[str]) -> dict:
-            token = self.token(claims, path, teams={TEAM: {"exists": True, "models": models}})
+            token = self.token(claims, path, teams={TEAM: models})
             token["request"]["model"] = model
             return token
 

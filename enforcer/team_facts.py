@@ -11,7 +11,7 @@ the token). Answers are cached briefly per id and per alias.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from regate.common.errors import BadRequestError
 from regate.compiler.model import MAX_TEAMS_PER_TOKEN, AuthPolicy
@@ -92,7 +92,8 @@ class TeamFacts:
             aliases.append(requested)
         return ids, aliases, org_alias
 
-    def _teams(self, ids: list[str]) -> dict:
+    def _teams(self, ids: list[str]) -> dict[str, list[str]]:
+        """{team id: its models} of the teams the store has; the others are left out."""
         unique = list(dict.fromkeys(ids))
         models = {team: self._models.get(team, _UNKNOWN) for team in unique}
         missing = [team for team, known in models.items() if known is _UNKNOWN]
@@ -101,7 +102,7 @@ class TeamFacts:
             for team in missing:
                 models[team] = found.get(team)
                 self._models.put(team, models[team])
-        return {team: _team_fact(models[team]) for team in unique}
+        return {team: list(models[team]) for team in unique if models[team] is not None}
 
     def _alias_lookup(self, alias: str) -> tuple[str, ...]:
         return tuple(self._store.team_ids_with_alias(alias))
@@ -119,7 +120,3 @@ class TeamFacts:
 
 
 _UNKNOWN = object()
-
-
-def _team_fact(models: list[str] | None) -> Mapping:
-    return {"exists": False} if models is None else {"exists": True, "models": list(models)}

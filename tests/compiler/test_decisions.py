@@ -37,7 +37,7 @@ def check(decision, allow, status, reason):
 ADMIN = {"scope": "openid litellm_proxy_admin", "sub": "admin-1"}
 TEAM = {"team_id": "team-a", "sub": "u1", "email": "dev@example.com"}
 KNOWN = {"user_id": "u1", "user_exists": True}
-TEAM_MODELS = dict(KNOWN, teams={"team-a": {"exists": True, "models": ["gpt-4o-mini"]}})
+TEAM_MODELS = dict(KNOWN, teams={"team-a": ["gpt-4o-mini"]})
 REGATE_TABLE = [
     ("admin scope as string", jwt(ADMIN, "/key/generate"), True, 200, None),
     ("admin scope as list", jwt({"scope": ["openid", "litellm_proxy_admin"]}, "/key/generate"), True, 200, None),
@@ -84,7 +84,7 @@ REGATE_TABLE = [
     ("unknown user is upserted", jwt(TEAM, facts={"user_id": "u1", "user_exists": False}), True, 200, None),
     ("team within its models", jwt(TEAM, facts=TEAM_MODELS, model="gpt-4o-mini"), True, 200, None),
     ("team outside its models", jwt(TEAM, facts=TEAM_MODELS, model="gpt-4o"), False, 403, "model_not_allowed"),
-    ("team models of another team do not apply", jwt(TEAM, facts=dict(KNOWN, teams={"team-b": {"exists": True, "models": ["x"]}}),
+    ("team models of another team do not apply", jwt(TEAM, facts=dict(KNOWN, teams={"team-b": ["x"]}),
                                                       model="gpt-4o-mini"), True, 200, None),
     ("admin is not limited by team models", jwt(dict(ADMIN, team_id="team-a"), "/key/generate",
                                                 facts=TEAM_MODELS, model="gpt-4o"), True, 200, None),

@@ -15,14 +15,12 @@ from .test_decisions import check, jwt
 KNOWN_USER = {"user_id": "u1", "user_exists": True}
 
 
-def teams(*ids, models=None, missing=()):
-    """facts.teams: each id in the store with `models` (default: every model), `missing` ids not in it."""
-    found = {team: {"exists": True, "models": list((models or {}).get(team, []))} for team in ids}
-    return found | {team: {"exists": False} for team in missing}
-
-
 def facts(*ids, models=None, missing=(), **more):
-    return dict(KNOWN_USER, teams=teams(*ids, models=models, missing=missing), **more)
+    """The user's facts, and facts.teams as the enforcer sends it: each of `ids` in the store with
+    its `models` (default: every model); `missing` ids were looked up and are not in the store."""
+    del missing  # not in the store: the enforcer leaves them out
+    teams = {team: list((models or {}).get(team, [])) for team in ids}
+    return dict(KNOWN_USER, teams=teams, **more)
 
 
 def header(doc, team):
@@ -215,7 +213,7 @@ ALIASES_TABLE = [
      jwt(dict(SUB, realm_access={"groups": ["t-new"]}), facts=facts(missing=["t-new"])),
      False, 403, "team_not_found", "t-new", False),
     ("an admin token's team claim is never upserted",
-     jwt({"scope": "litellm_proxy_admin", "tenant": "t-new"}, "/team/new", facts={"teams": teams(missing=["t-new"])}),
+     jwt({"scope": "litellm_proxy_admin", "tenant": "t-new"}, "/team/new", facts={"teams": {}}),
      True, 200, None, None, False),
     ("no upsert when the request is denied", jwt(dict(SUB, tenant="t-new"), "/key/generate", facts=facts(missing=["t-new"])),
      False, 403, "route_not_allowed", "t-new", False),

@@ -75,7 +75,7 @@ test_virtual_key_limited_to_its_models if {
 
 # /team/update models bound the team's keys too
 test_virtual_key_held_to_its_team_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": {"exists": true, "models": ["model-b"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": ["model-b"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403

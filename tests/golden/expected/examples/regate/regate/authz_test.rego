@@ -119,7 +119,7 @@ test_token_without_role_is_403 if {
 
 # general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:34)
 test_team_may_call_v1_chat_completions if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -130,7 +130,7 @@ test_team_may_call_v1_chat_completions if {
 
 # general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:34)
 test_team_may_not_call_key_generate if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -141,7 +141,7 @@ test_team_may_not_call_key_generate if {
 
 # general_settings.litellm_jwtauth.team_allowed_routes (regate.yaml:34): /assistants/{assistant_id}
 test_team_may_call_template_assistants_assistant_id if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -152,7 +152,7 @@ test_team_may_call_template_assistants_assistant_id if {
 
 # data.regate_state.blocked_teams
 test_blocked_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-blocked", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-blocked", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -163,7 +163,7 @@ test_blocked_team_is_403 if {
 
 # blocked teams cannot be checked before the state is loaded
 test_team_refused_until_state_loaded if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 	d.allow == false
 	d.status == 503
 	d.reasons[0] == "state_unavailable"
@@ -228,7 +228,7 @@ test_team_id_of_wrong_type_is_401 if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_email_in_allowed_domain if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -239,7 +239,7 @@ test_email_in_allowed_domain if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_email_domain_is_case_insensitive if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@CORP.EXAMPLE.COM"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@CORP.EXAMPLE.COM"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -250,7 +250,7 @@ test_email_domain_is_case_insensitive if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_email_in_other_domain_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@other.invalid"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@other.invalid"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -261,7 +261,7 @@ test_email_in_other_domain_is_403 if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_email_with_two_at_signs_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "a@b@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "a@b@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -272,7 +272,7 @@ test_email_with_two_at_signs_is_403 if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_email_subdomain_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@sub.corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@sub.corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -283,7 +283,7 @@ test_email_subdomain_is_403 if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_missing_email_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -294,7 +294,7 @@ test_missing_email_is_403 if {
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
 test_unverified_email_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": false}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": false}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -305,7 +305,7 @@ test_unverified_email_is_403 if {
 
 # general_settings.litellm_jwtauth.user_id_upsert (regate.yaml:39)
 test_unknown_user_is_upserted if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -316,7 +316,7 @@ test_unknown_user_is_upserted if {
 
 # /team/new models
 test_team_may_use_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": ["model-a"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -328,7 +328,7 @@ test_team_may_use_its_models if {
 
 # /team/new models
 test_team_limited_to_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": ["model-a"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -339,7 +339,7 @@ test_team_limited_to_its_models if {
 
 # /team/new models
 test_team_with_no_models_may_use_every_model if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -350,7 +350,7 @@ test_team_with_no_models_may_use_every_model if {
 
 # x-litellm-team-id selects one of the credential's teams
 test_team_header_naming_the_tokens_team if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -362,7 +362,7 @@ test_team_header_naming_the_tokens_team if {
 
 # x-litellm-team-id selects one of the credential's teams
 test_team_header_naming_another_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -373,7 +373,7 @@ test_team_header_naming_another_team_is_403 if {
 
 # x-litellm-team-id selects one of the credential's teams
 test_team_header_by_unique_alias if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}, "team_aliases": {"Team A": ["team-a"]}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -385,7 +385,7 @@ test_team_header_by_unique_alias if {
 
 # an alias two teams share selects neither
 test_team_header_by_ambiguous_alias_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}, "team_aliases": {"Team A": ["team-a", "team-z"]}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a", "team-z"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -407,7 +407,7 @@ test_team_header_with_master_key_is_403 if {
 
 # general_settings.litellm_jwtauth.team_ids_jwt_field (regate.yaml:33)
 test_team_list_runs_as_its_first_team if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": []}, "team-c": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": [], "team-c": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -419,7 +419,7 @@ test_team_list_runs_as_its_first_team if {
 
 # general_settings.litellm_jwtauth.team_ids_jwt_field (regate.yaml:33)
 test_team_list_header_selects_another_team if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-c"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": []}, "team-c": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-c"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": [], "team-c": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -431,7 +431,7 @@ test_team_list_header_selects_another_team if {
 
 # a blocked team does not block the token's other teams
 test_team_list_skips_a_blocked_first_team if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-blocked", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": {"exists": true, "models": []}, "team-c": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-blocked", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": [], "team-c": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -443,7 +443,7 @@ test_team_list_skips_a_blocked_first_team if {
 
 # no team usable: the first team's own denial
 test_team_list_of_blocked_teams_reports_the_first if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-blocked"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-blocked"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -454,7 +454,7 @@ test_team_list_of_blocked_teams_reports_the_first if {
 
 # the selected team is checked
 test_team_list_header_selecting_a_blocked_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-blocked"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-blocked"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": []}, "team-blocked": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-blocked"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-blocked"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": [], "team-blocked": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -465,7 +465,7 @@ test_team_list_header_selecting_a_blocked_team_is_403 if {
 
 # the first team that may use the requested model
 test_team_list_runs_as_the_first_team_with_the_model if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": ["model-a"]}, "team-c": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": ["model-a"], "team-c": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -477,7 +477,7 @@ test_team_list_runs_as_the_first_team_with_the_model if {
 
 # no team may use the model
 test_team_list_without_the_model_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": ["model-a"]}, "team-c": {"exists": true, "models": ["model-a"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": ["model-a"], "team-c": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -488,7 +488,7 @@ test_team_list_without_the_model_is_403 if {
 
 # general_settings.litellm_jwtauth.team_id_jwt_field (regate.yaml:32) first
 test_team_id_claim_comes_before_the_team_list if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}, "team-b": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": [], "team-b": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -500,7 +500,7 @@ test_team_id_claim_comes_before_the_team_list if {
 
 # general_settings.litellm_jwtauth.team_ids_jwt_field (regate.yaml:33)
 test_team_list_not_a_list_is_401 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": "team-b"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": "team-b"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
@@ -511,7 +511,7 @@ test_team_list_not_a_list_is_401 if {
 
 # general_settings.litellm_jwtauth.team_ids_jwt_field (regate.yaml:33)
 test_team_list_with_a_number_is_401 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", 7]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-b", 7]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-b": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
@@ -533,7 +533,7 @@ test_team_list_with_an_empty_id_is_401 if {
 
 # general_settings.litellm_jwtauth.team_ids_jwt_field (regate.yaml:33)
 test_team_list_too_long_is_401 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-0", "team-1", "team-2", "team-3", "team-4", "team-5", "team-6", "team-7", "team-8", "team-9", "team-10", "team-11", "team-12", "team-13", "team-14", "team-15", "team-16", "team-17", "team-18", "team-19", "team-20", "team-21", "team-22", "team-23", "team-24", "team-25", "team-26", "team-27", "team-28", "team-29", "team-30", "team-31", "team-32", "team-33", "team-34", "team-35", "team-36", "team-37", "team-38", "team-39", "team-40", "team-41", "team-42", "team-43", "team-44", "team-45", "team-46", "team-47", "team-48", "team-49", "team-50", "team-51", "team-52", "team-53", "team-54", "team-55", "team-56", "team-57", "team-58", "team-59", "team-60", "team-61", "team-62", "team-63", "team-64", "team-65", "team-66", "team-67", "team-68", "team-69", "team-70", "team-71", "team-72", "team-73", "team-74", "team-75", "team-76", "team-77", "team-78", "team-79", "team-80", "team-81", "team-82", "team-83", "team-84", "team-85", "team-86", "team-87", "team-88", "team-89", "team-90", "team-91", "team-92", "team-93", "team-94", "team-95", "team-96", "team-97", "team-98", "team-99", "team-100"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-0": {"exists": true, "models": []}, "team-1": {"exists": true, "models": []}, "team-2": {"exists": true, "models": []}, "team-3": {"exists": true, "models": []}, "team-4": {"exists": true, "models": []}, "team-5": {"exists": true, "models": []}, "team-6": {"exists": true, "models": []}, "team-7": {"exists": true, "models": []}, "team-8": {"exists": true, "models": []}, "team-9": {"exists": true, "models": []}, "team-10": {"exists": true, "models": []}, "team-11": {"exists": true, "models": []}, "team-12": {"exists": true, "models": []}, "team-13": {"exists": true, "models": []}, "team-14": {"exists": true, "models": []}, "team-15": {"exists": true, "models": []}, "team-16": {"exists": true, "models": []}, "team-17": {"exists": true, "models": []}, "team-18": {"exists": true, "models": []}, "team-19": {"exists": true, "models": []}, "team-20": {"exists": true, "models": []}, "team-21": {"exists": true, "models": []}, "team-22": {"exists": true, "models": []}, "team-23": {"exists": true, "models": []}, "team-24": {"exists": true, "models": []}, "team-25": {"exists": true, "models": []}, "team-26": {"exists": true, "models": []}, "team-27": {"exists": true, "models": []}, "team-28": {"exists": true, "models": []}, "team-29": {"exists": true, "models": []}, "team-30": {"exists": true, "models": []}, "team-31": {"exists": true, "models": []}, "team-32": {"exists": true, "models": []}, "team-33": {"exists": true, "models": []}, "team-34": {"exists": true, "models": []}, "team-35": {"exists": true, "models": []}, "team-36": {"exists": true, "models": []}, "team-37": {"exists": true, "models": []}, "team-38": {"exists": true, "models": []}, "team-39": {"exists": true, "models": []}, "team-40": {"exists": true, "models": []}, "team-41": {"exists": true, "models": []}, "team-42": {"exists": true, "models": []}, "team-43": {"exists": true, "models": []}, "team-44": {"exists": true, "models": []}, "team-45": {"exists": true, "models": []}, "team-46": {"exists": true, "models": []}, "team-47": {"exists": true, "models": []}, "team-48": {"exists": true, "models": []}, "team-49": {"exists": true, "models": []}, "team-50": {"exists": true, "models": []}, "team-51": {"exists": true, "models": []}, "team-52": {"exists": true, "models": []}, "team-53": {"exists": true, "models": []}, "team-54": {"exists": true, "models": []}, "team-55": {"exists": true, "models": []}, "team-56": {"exists": true, "models": []}, "team-57": {"exists": true, "models": []}, "team-58": {"exists": true, "models": []}, "team-59": {"exists": true, "models": []}, "team-60": {"exists": true, "models": []}, "team-61": {"exists": true, "models": []}, "team-62": {"exists": true, "models": []}, "team-63": {"exists": true, "models": []}, "team-64": {"exists": true, "models": []}, "team-65": {"exists": true, "models": []}, "team-66": {"exists": true, "models": []}, "team-67": {"exists": true, "models": []}, "team-68": {"exists": true, "models": []}, "team-69": {"exists": true, "models": []}, "team-70": {"exists": true, "models": []}, "team-71": {"exists": true, "models": []}, "team-72": {"exists": true, "models": []}, "team-73": {"exists": true, "models": []}, "team-74": {"exists": true, "models": []}, "team-75": {"exists": true, "models": []}, "team-76": {"exists": true, "models": []}, "team-77": {"exists": true, "models": []}, "team-78": {"exists": true, "models": []}, "team-79": {"exists": true, "models": []}, "team-80": {"exists": true, "models": []}, "team-81": {"exists": true, "models": []}, "team-82": {"exists": true, "models": []}, "team-83": {"exists": true, "models": []}, "team-84": {"exists": true, "models": []}, "team-85": {"exists": true, "models": []}, "team-86": {"exists": true, "models": []}, "team-87": {"exists": true, "models": []}, "team-88": {"exists": true, "models": []}, "team-89": {"exists": true, "models": []}, "team-90": {"exists": true, "models": []}, "team-91": {"exists": true, "models": []}, "team-92": {"exists": true, "models": []}, "team-93": {"exists": true, "models": []}, "team-94": {"exists": true, "models": []}, "team-95": {"exists": true, "models": []}, "team-96": {"exists": true, "models": []}, "team-97": {"exists": true, "models": []}, "team-98": {"exists": true, "models": []}, "team-99": {"exists": true, "models": []}, "team-100": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "email": "dev@corp.example.com", "groups": ["team-0", "team-1", "team-2", "team-3", "team-4", "team-5", "team-6", "team-7", "team-8", "team-9", "team-10", "team-11", "team-12", "team-13", "team-14", "team-15", "team-16", "team-17", "team-18", "team-19", "team-20", "team-21", "team-22", "team-23", "team-24", "team-25", "team-26", "team-27", "team-28", "team-29", "team-30", "team-31", "team-32", "team-33", "team-34", "team-35", "team-36", "team-37", "team-38", "team-39", "team-40", "team-41", "team-42", "team-43", "team-44", "team-45", "team-46", "team-47", "team-48", "team-49", "team-50", "team-51", "team-52", "team-53", "team-54", "team-55", "team-56", "team-57", "team-58", "team-59", "team-60", "team-61", "team-62", "team-63", "team-64", "team-65", "team-66", "team-67", "team-68", "team-69", "team-70", "team-71", "team-72", "team-73", "team-74", "team-75", "team-76", "team-77", "team-78", "team-79", "team-80", "team-81", "team-82", "team-83", "team-84", "team-85", "team-86", "team-87", "team-88", "team-89", "team-90", "team-91", "team-92", "team-93", "team-94", "team-95", "team-96", "team-97", "team-98", "team-99", "team-100"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-0": [], "team-1": [], "team-2": [], "team-3": [], "team-4": [], "team-5": [], "team-6": [], "team-7": [], "team-8": [], "team-9": [], "team-10": [], "team-11": [], "team-12": [], "team-13": [], "team-14": [], "team-15": [], "team-16": [], "team-17": [], "team-18": [], "team-19": [], "team-20": [], "team-21": [], "team-22": [], "team-23": [], "team-24": [], "team-25": [], "team-26": [], "team-27": [], "team-28": [], "team-29": [], "team-30": [], "team-31": [], "team-32": [], "team-33": [], "team-34": [], "team-35": [], "team-36": [], "team-37": [], "team-38": [], "team-39": [], "team-40": [], "team-41": [], "team-42": [], "team-43": [], "team-44": [], "team-45": [], "team-46": [], "team-47": [], "team-48": [], "team-49": [], "team-50": [], "team-51": [], "team-52": [], "team-53": [], "team-54": [], "team-55": [], "team-56": [], "team-57": [], "team-58": [], "team-59": [], "team-60": [], "team-61": [], "team-62": [], "team-63": [], "team-64": [], "team-65": [], "team-66": [], "team-67": [], "team-68": [], "team-69": [], "team-70": [], "team-71": [], "team-72": [], "team-73": [], "team-74": [], "team-75": [], "team-76": [], "team-77": [], "team-78": [], "team-79": [], "team-80": [], "team-81": [], "team-82": [], "team-83": [], "team-84": [], "team-85": [], "team-86": [], "team-87": [], "team-88": [], "team-89": [], "team-90": [], "team-91": [], "team-92": [], "team-93": [], "team-94": [], "team-95": [], "team-96": [], "team-97": [], "team-98": [], "team-99": [], "team-100": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
@@ -566,7 +566,7 @@ test_virtual_key_limited_to_its_models if {
 
 # /team/update models bound the team's keys too
 test_virtual_key_held_to_its_team_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": {"exists": true, "models": ["model-b"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": ["model-b"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403

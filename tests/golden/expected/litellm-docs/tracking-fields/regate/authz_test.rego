@@ -119,7 +119,7 @@ test_token_without_role_is_403 if {
 
 # general_settings.litellm_jwtauth.team_allowed_routes (default)
 test_team_may_call_v1_chat_completions if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -130,7 +130,7 @@ test_team_may_call_v1_chat_completions if {
 
 # general_settings.litellm_jwtauth.team_allowed_routes (default)
 test_team_may_not_call_key_generate if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -141,7 +141,7 @@ test_team_may_not_call_key_generate if {
 
 # general_settings.litellm_jwtauth.team_allowed_routes (default): /assistants/{assistant_id}
 test_team_may_call_template_assistants_assistant_id if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -152,7 +152,7 @@ test_team_may_call_template_assistants_assistant_id if {
 
 # data.regate_state.blocked_teams
 test_blocked_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-blocked", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-blocked", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -163,7 +163,7 @@ test_blocked_team_is_403 if {
 
 # blocked teams cannot be checked before the state is loaded
 test_team_refused_until_state_loaded if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 	d.allow == false
 	d.status == 503
 	d.reasons[0] == "state_unavailable"
@@ -228,7 +228,7 @@ test_team_id_of_wrong_type_is_401 if {
 
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 test_unknown_user_is_401 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
@@ -239,7 +239,7 @@ test_unknown_user_is_401 if {
 
 # facts count only for the user id the policy derives
 test_user_facts_for_another_user_do_not_count if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "someone-else", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "someone-else", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
@@ -250,7 +250,7 @@ test_user_facts_for_another_user_do_not_count if {
 
 # /team/new models
 test_team_may_use_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": ["model-a"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -262,7 +262,7 @@ test_team_may_use_its_models if {
 
 # /team/new models
 test_team_limited_to_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": ["model-a"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -273,7 +273,7 @@ test_team_limited_to_its_models if {
 
 # /team/new models
 test_team_with_no_models_may_use_every_model if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -284,7 +284,7 @@ test_team_with_no_models_may_use_every_model if {
 
 # x-litellm-team-id selects one of the credential's teams
 test_team_header_naming_the_tokens_team if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -296,7 +296,7 @@ test_team_header_naming_the_tokens_team if {
 
 # x-litellm-team-id selects one of the credential's teams
 test_team_header_naming_another_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -307,7 +307,7 @@ test_team_header_naming_another_team_is_403 if {
 
 # x-litellm-team-id selects one of the credential's teams
 test_team_header_by_unique_alias if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}, "team_aliases": {"Team A": ["team-a"]}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
@@ -319,7 +319,7 @@ test_team_header_by_unique_alias if {
 
 # an alias two teams share selects neither
 test_team_header_by_ambiguous_alias_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": {"exists": true, "models": []}}, "team_aliases": {"Team A": ["team-a", "team-z"]}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a", "team-z"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
@@ -363,7 +363,7 @@ test_virtual_key_limited_to_its_models if {
 
 # /team/update models bound the team's keys too
 test_virtual_key_held_to_its_team_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": {"exists": true, "models": ["model-b"]}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": ["model-b"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
