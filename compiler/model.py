@@ -59,6 +59,25 @@ class RouteSet:
     entries: tuple[str, ...]  # as written in the config: group names and paths
     exact: tuple[str, ...]  # sorted literal paths
     templates: tuple[str, ...]  # sorted templates, `{param}` matching one segment
+    prefixes: tuple[str, ...] = ()  # sorted `/prefix/` of `/prefix/*` entries: every path below it
+
+
+@dataclass(frozen=True)
+class RoleMapping:
+    """role_mappings entry: a role of the roles claim and the regate role it gives."""
+
+    role: str
+    internal_role: str
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class ModelGrant:
+    """A scope_mappings entry (scope → models), or the models of a role_permissions entry (role → models)."""
+
+    name: str
+    models: tuple[str, ...]
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True)
@@ -78,10 +97,20 @@ class AuthPolicy:
     team_id_default: Setting[str | None]
     team_id_upsert: Setting[bool]
     enforce_team_models: Setting[bool]
+    roles_field: Setting[ClaimField | None]
+    role_mappings: Setting[tuple[RoleMapping, ...]]
+    object_id_field: Setting[ClaimField | None]
+    enforce_rbac: Setting[bool]
+    role_models: Setting[tuple[ModelGrant, ...]]  # role_permissions models, by role (with enforce_rbac)
+    user_roles_field: Setting[ClaimField | None]
+    user_allowed_roles: Setting[tuple[str, ...]]
+    scope_mappings: Setting[tuple[ModelGrant, ...]]
+    enforce_scopes: Setting[bool]
     email_domains: Setting[tuple[str, ...]]
     user_id_upsert: Setting[bool]
     public_key_ttl: Setting[float]
     routes: dict[str, Setting[RouteSet]]  # keyed by role
+    public_routes: Setting[RouteSet]  # public_allowed_routes: any caller, with or without a credential
     master_key_configured: bool = False
 
     @property

@@ -14,11 +14,12 @@ from pathlib import PurePosixPath
 import jinja2
 
 from . import resources, routes
-from .model import MAX_TEAMS_PER_TOKEN, ROLES, ClaimField, Config, Setting
+from .model import MAX_TEAMS_PER_TOKEN, ClaimField, Config, Setting
 from .testcases import decision_cases
 
 POLICY_FILES = ("identity", "teams", "roles", "routes", "email_domains", "blocked_teams", "models", "users", "authz")
 DATA_PATH = "regate/tables/data.json"
+PUBLIC = "public"  # the key of public_allowed_routes beside the roles' route sets
 
 
 _REGO_KEYWORDS = frozenset({"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not",
@@ -30,6 +31,29 @@ def rego_ref(base: str, key: str) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and key not in _REGO_KEYWORDS:
         return f"{base}.{key}"
     return f"{base}[{rego_literal(key)}]"
+
+
+def rego_set(values) -> str:
+    """A set of strings as a Rego term (`set()` when empty), sorted."""
+    return "{" + ", ".join(rego_literal(v) for v in sorted(values)) + "}" if values else "set()"
+
+
+def _grants(setting: Setting, source: str) -> _View:
+    """{name: [models]} of ModelGrants (role_permissions models, scope_mappings) with their citation."""
+    return _View(setting.cite(source), rego_literal({g.name: sorted(set(g.models)) for g in setting.value}))
+
+
+def _role_mappings(setting: Setting, source: str) -> _View:
+    table: dict[str, list[str]] = {}
+    for mapping in setting.value:
+        table[mapping.role] = sorted(set(table.get(mapping.role, [])) | {mapping.internal_role})
+    return _View(setting.cite(source), rego_literal(dict(sorted(table.items()))))
+
+
+def _role_fields(policy) -> str:
+    pairs = [f"[{rego_literal(field.name)}, {rule}]" for rule, field in
+             (("_roles_value", policy.roles_field.value), ("_user_roles_value", policy.user_roles_field.value)) if field]
+    return "[" + ", ".join(pairs) + "]"
 
 
 def rego_literal(value) -> str:
@@ -63,10 +87,21 @@ def _setting_view(setting: Setting, source: str) -> _View:
 
 # The claims the config may name: (rule in identity.rego, AuthPolicy field). Ids must be
 # non-empty strings when present; the team list is checked on its own.
-CLAIM_RULES = (("_team_id_value", "team_field"), ("_user_id_value", "user_field"), ("_org_id_value", "org_field"),
-               ("_end_user_id_value", "end_user_field"), ("_email_value", "email_field"),
-               ("_team_alias_value", "team_alias_field"), ("_org_alias_value", "org_alias_field"),
-               ("_team_ids_value", "team_ids_field"))
+ID_CLAIM_RULES = (("_team_id_value", "team_field"), ("_user_id_value", "user_field"), ("_org_id_value", "org_field"),
+                  ("_end_user_id_value", "end_user_field"), ("_email_value", "email_field"),
+                  ("_team_alias_value", "team_alias_field"), ("_org_alias_value", "org_alias_field"),
+                  ("_object_id_value", "object_id_field"))
+CLAIM_RULES = ID_CLAIM_RULES + (("_team_ids_value", "team_ids_field"), ("_roles_value", "roles_field"),
+                                ("_user_roles_value", "user_roles_field"))
+
+
+def _read(field: ClaimField | None) -> str:
+    """A Rego term reading the claim, null when the token lacks it."""
+    if field is None:
+        return "null"
+    if len(field.path) > 1:
+        return f"_claim({rego_literal(field.name)}, {rego_literal(list(field.path))})"
+    return f"object.get(claims, {rego_literal(field.name)}, null)"
 
 
 def _claim_views(policy, source: str) -> list[dict]:
@@ -76,28 +111,33 @@ def _claim_views(policy, source: str) -> list[dict]:
         field = setting.value
         views.append({"rule": rule, "cite": setting.cite(source), "describe": f"claim {field.name}" if field else "not set",
                       "name": field.name if field else None, "path": list(field.path) if field else [],
-                      "dotted": bool(field) and len(field.path) > 1})
+                      "dotted": bool(field) and len(field.path) > 1, "read": _read(field), "overrides": []})
     return views
 
 
 def _id_fields(policy) -> str:
     """`[[claim name, rule], ...]` of the configured id claims: checking a claim nobody named costs every decision."""
     pairs = [f"[{rego_literal(getattr(policy, attr).value.name)}, {rule}]"
-             for rule, attr in CLAIM_RULES[:-1] if getattr(policy, attr).value is not None]
+             for rule, attr in ID_CLAIM_RULES if getattr(policy, attr).value is not None]
     return "[" + ", ".join(pairs) + "]"
+
+
+def _route_sets(policy) -> dict[str, Setting]:
+    """Every route set by its key in data.regate.tables.routes: the roles', and `public`."""
+    return {**policy.routes, PUBLIC: policy.public_routes}
 
 
 def _route_views(config: Config, source: str) -> list[dict]:
     views = []
-    for role in ROLES:
-        setting = config.policy.routes[role]
+    for key, setting in _route_sets(config.policy).items():
         rs = setting.value
         views.append(
             {
-                "role": role,
+                "role": key,
                 "cite": setting.cite(source),
                 "entries": ", ".join(rs.entries) or "(none)",
-                "summary": f"{len(rs.exact)} paths, {len(rs.templates)} templates in data.regate.tables.routes.{role}",
+                "summary": f"{len(rs.exact)} paths, {len(rs.templates)} templates, {len(rs.prefixes)} prefixes"
+                           f" in data.regate.tables.routes.{key}",
             }
         )
     return views
@@ -108,7 +148,7 @@ def tables(config: Config) -> dict:
     policy = config.policy
     return {
         "email_domains": {d: True for d in policy.email_domains.value},
-        "routes": {role: routes.table(policy.routes[role].value) for role in ROLES},
+        "routes": {key: routes.table(setting.value) for key, setting in _route_sets(policy).items()},
     }
 
 
@@ -121,6 +161,13 @@ def render(config: Config) -> dict[str, bytes]:
         "source": source,
         "claim_fields": _claim_views(policy, source),
         "team_ids_name": policy.team_ids_field.value.name if policy.team_ids_field.value else None,
+        "role_fields": _role_fields(policy),
+        "role_mappings": _role_mappings(policy.role_mappings, source),
+        "object_id_cite": policy.object_id_field.cite(source),
+        "user_roles": _View(policy.user_allowed_roles.cite(source), rego_set(policy.user_allowed_roles.value)),
+        "role_models": _grants(policy.role_models, source),
+        "enforce_scopes": _setting_view(policy.enforce_scopes, source),
+        "scope_models": _grants(policy.scope_mappings, source),
         "id_fields": _id_fields(policy),
         "max_teams": MAX_TEAMS_PER_TOKEN,
         "enforce_models": _setting_view(policy.enforce_team_models, source),

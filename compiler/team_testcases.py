@@ -86,12 +86,13 @@ def _team_lists(b, path: str) -> None:
           groups([BLOCKED]), False, 403, "team_blocked")
     b.add("test_team_list_header_selecting_a_blocked_team_is_403", "the selected team is checked",
           groups([TEAM_B, BLOCKED], header=BLOCKED), False, 403, "team_blocked")
-    limited = {TEAM_B: ["model-a"], TEAM_C: []}
-    b.add("test_team_list_runs_as_the_first_team_with_the_model", "the first team that may use the requested model",
-          groups([TEAM_B, TEAM_C], model="model-b", facts=limited), True, 200, team=TEAM_C)
-    only_a = {TEAM_B: ["model-a"], TEAM_C: ["model-a"]}
-    b.add("test_team_list_without_the_model_is_403", "no team may use the model",
-          groups([TEAM_B, TEAM_C], model="model-b", facts=only_a), False, 403, "model_not_allowed")
+    if not b.role_or_scope_models:
+        limited = {TEAM_B: ["model-a"], TEAM_C: []}
+        b.add("test_team_list_runs_as_the_first_team_with_the_model", "the first team that may use the requested model",
+              groups([TEAM_B, TEAM_C], model="model-b", facts=limited), True, 200, team=TEAM_C)
+        only_a = {TEAM_B: ["model-a"], TEAM_C: ["model-a"]}
+        b.add("test_team_list_without_the_model_is_403", "no team may use the model",
+              groups([TEAM_B, TEAM_C], model="model-b", facts=only_a), False, 403, "model_not_allowed")
     with_id = b.token(b.with_claim(b.claims_for("team"), p.team_ids_field.value, [TEAM_B]), path)
     b.add("test_team_id_claim_comes_before_the_team_list", f"{b.cite(p.team_field)} first", with_id, True, 200, team=TEAM)
     for name, value in [("not_a_list", TEAM_B), ("with_a_number", [TEAM_B, 7]), ("with_an_empty_id", [""]),

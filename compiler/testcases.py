@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from . import team_testcases
+from . import role_testcases, team_testcases
 from .model import ClaimField, Config
 from .routes import is_template
 
@@ -94,6 +94,12 @@ class _Builder:
     def cite(self, setting) -> str:
         return setting.cite(self.source)
 
+    @property
+    def role_or_scope_models(self) -> bool:
+        """Role or scope model limits apply: the cases about key and team models (made-up model
+        names) would meet them too, so those are left to the role and scope cases."""
+        return bool(self.policy.role_models.value) or bool(self.policy.enforce_scopes.value)
+
     def add(self, name, why, doc, allow, status, reason=None, state=STATE, upsert=False, team=None, upsert_team=False):
         self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state, upsert, team, upsert_team))
 
@@ -110,6 +116,8 @@ class _Builder:
             claims = _set_claim(claims, p.team_field.value, TEAM)
         if role in ("team", "internal_user") and p.user_field.value:
             claims = _set_claim(claims, p.user_field.value, USER)
+        if role in ("team", "internal_user") and p.user_allowed_roles.value:
+            claims = _set_claim(claims, p.user_roles_field.value, [p.user_allowed_roles.value[0]])
         if p.email_field.value and email:
             domain = p.email_domains.value[0] if p.email_domains.value else "example.com"
             claims = _set_claim(claims, p.email_field.value, email.format(domain=domain))
@@ -150,6 +158,7 @@ class _Builder:
 
     def build(self) -> list[DecisionCase]:
         self.credentials()
+        self.public_routes()
         if self.policy.jwt_enabled.value:
             self.admin()
             self.team()
@@ -159,17 +168,27 @@ class _Builder:
             self.users()
             self.team_models()
             team_testcases.add_cases(self)
+            role_testcases.add_cases(self)
         else:
             self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
                      _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")
         self.virtual_keys()
         return self.cases
 
+    def public_routes(self):
+        public = self.policy.public_routes
+        path = _allowed_path(public.value)
+        if path is None:
+            return
+        anonymous = {"request": {"method": "GET", "path": path}, "credential": {"type": "none"}}
+        self.add(f"test_public_route_{_slug(path)}_needs_no_credential", self.cite(public), anonymous, True, 200)
+
     def credentials(self):
         self.add("test_master_key_may_call_any_route", "general_settings.master_key: every route",
                  {"request": {"method": "POST", "path": OUTSIDE_PATH}, "credential": {"type": "master_key"}}, True, 200)
+        private = OUTSIDE_PATH if "/v1/chat/completions" in self.policy.public_routes.value.exact else "/v1/chat/completions"
         self.add("test_missing_credential_is_401", "no credential, no access",
-                 {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "none"}},
+                 {"request": {"method": "POST", "path": private}, "credential": {"type": "none"}},
                  False, 401, "missing_credential")
         self.add("test_non_canonical_path_is_400", "paths are compared only in canonical form",
                  {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}},
@@ -187,6 +206,13 @@ class _Builder:
             template = routes.value.templates[0]
             self.add(f"test_{label}_may_call_template_{_slug(template)}", f"{self.cite(routes)}: {template}",
                      self.token(claims, _instance(template)), True, 200)
+        if routes.value.prefixes:
+            prefix = routes.value.prefixes[0]
+            self.add(f"test_{label}_may_call_below_{_slug(prefix)}", f"{self.cite(routes)}: {prefix}*",
+                     self.token(claims, prefix + "x1/x2"), True, 200)
+            if prefix != "/" and prefix[:-1] not in routes.value.exact:
+                self.add(f"test_{label}_may_not_call_bare_{_slug(prefix)}", f"{self.cite(routes)}: {prefix}* (not the prefix)",
+                         self.token(claims, prefix[:-1]), False, 403, "route_not_allowed")
 
     def admin(self):
         p = self.policy
@@ -271,7 +297,7 @@ class _Builder:
     def virtual_keys(self):
         team_routes = self.policy.routes["team"].value
         path = _allowed_path(team_routes)
-        if not path:
+        if not path or self.role_or_scope_models:
             return
         key = {"user_id": None, "team_id": TEAM, "org_id": None, "models": ["model-a"]}
         doc = {"request": {"method": "POST", "path": path, "model": "model-a"}, "credential": {"type": "virtual_key", "key": key}}
@@ -285,7 +311,7 @@ class _Builder:
     def team_models(self):
         p = self.policy
         path = _allowed_path(p.routes["team"].value)
-        if not (path and p.team_field.value):
+        if not (path and p.team_field.value) or self.role_or_scope_models:
             return
         claims = self.claims_for("team")
 

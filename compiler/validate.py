@@ -107,6 +107,8 @@ def _pattern_message(kind: str, value: str, path) -> tuple[str, str]:
         return f"invalid email domain {_short(value)}: expected a domain like example.com", "invalid-domain"
     if kind == "master-key":
         return "master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"
+    if kind == "role-name":
+        return f"invalid role {_short(value)}: a role is one word without spaces", "invalid-role"
     if kind == "team-id":
         return f"invalid team id {_short(value)}: 1 to 256 characters, no control characters", "invalid-team-id"
     if kind == "url":
@@ -152,6 +154,10 @@ def _describe(error: ValidationError, loaded: LoadedConfig) -> list[Diagnostic]:
     if v == "pattern":
         message, code = _pattern_message(error.schema.get("x-kind", ""), error.instance, path)
         return [loaded.diagnostic(path, message, code)]
+    if v == "enum":
+        choices = ", ".join(str(c) for c in error.validator_value)
+        message = f"expected one of {choices}, got {_short(error.instance)}{did_you_mean(str(error.instance), error.validator_value)}"
+        return [loaded.diagnostic(path, message, "invalid-choice")]
     if v in ("minimum", "exclusiveMinimum"):
         op = ">=" if v == "minimum" else ">"
         return [loaded.diagnostic(path, f"must be {op} {error.validator_value}, got {_short(error.instance)}", "out-of-range")]

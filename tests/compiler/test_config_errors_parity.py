@@ -53,6 +53,84 @@ CASES = [
         JWT_HEAD + "    enforce_team_based_model_access: 1\n",
         ["c.yaml:4:38: expected true or false, got an integer (1) (at general_settings.litellm_jwtauth.enforce_team_based_model_access) [wrong-type]"],
     ),
+    (
+        "role-mapping-without-internal-role",
+        JWT_HEAD + "    roles_jwt_field: roles\n    role_mappings:\n      - role: consumer\n",
+        ["c.yaml:6:9: missing required key 'internal_role' in this entry (at general_settings.litellm_jwtauth.role_mappings[0]) [missing-key]"],
+    ),
+    (
+        "role-mapping-unknown-internal-role",
+        JWT_HEAD + "    roles_jwt_field: roles\n    role_mappings:\n      - {role: consumer, internal_role: admin}\n",
+        ['c.yaml:6:41: expected one of proxy_admin, team, internal_user, got "admin" (did you mean \'proxy_admin\'?) (at general_settings.litellm_jwtauth.role_mappings[0].internal_role) [invalid-choice]'],
+    ),
+    (
+        "role-mapping-role-with-space",
+        JWT_HEAD + "    roles_jwt_field: roles\n    role_mappings:\n      - {role: \"api consumer\", internal_role: team}\n",
+        ['c.yaml:6:16: invalid role "api consumer": a role is one word without spaces (at general_settings.litellm_jwtauth.role_mappings[0].role) [invalid-role]'],
+    ),
+    (
+        "object-id-without-role-mappings",
+        JWT_HEAD + "    object_id_jwt_field: oid\n",
+        ["c.yaml:4:26: object_id_jwt_field needs role_mappings: the mapped role says whether the object id is a team or a user (at general_settings.litellm_jwtauth.object_id_jwt_field) [object-id-jwt-field-without-role-mappings]"],
+    ),
+    (
+        "role-mappings-without-roles-field",
+        JWT_HEAD + "    role_mappings:\n      - {role: consumer, internal_role: team}\n",
+        ["c.yaml:5:7: role_mappings needs roles_jwt_field: the claim holding the roles to map (at general_settings.litellm_jwtauth.role_mappings) [role-mappings-without-roles-jwt-field]"],
+    ),
+    (
+        "roles-field-without-role-mappings",
+        JWT_HEAD + "    roles_jwt_field: roles\n",
+        ["c.yaml:4:22: roles_jwt_field needs role_mappings: without mappings the roles change nothing (at general_settings.litellm_jwtauth.roles_jwt_field) [roles-jwt-field-without-role-mappings]"],
+    ),
+    (
+        "user-roles-field-without-allowed-roles",
+        JWT_HEAD + "    user_roles_jwt_field: roles\n",
+        ["c.yaml:4:27: user_roles_jwt_field needs user_allowed_roles: the roles a token must carry (at general_settings.litellm_jwtauth.user_roles_jwt_field) [user-roles-jwt-field-without-user-allowed-roles]"],
+    ),
+    (
+        "allowed-roles-without-user-roles-field",
+        JWT_HEAD + "    user_allowed_roles: [a]\n",
+        ["c.yaml:4:25: user_allowed_roles needs user_roles_jwt_field: the claim holding the user's roles (at general_settings.litellm_jwtauth.user_allowed_roles) [user-allowed-roles-without-user-roles-jwt-field]"],
+    ),
+    (
+        "scope-mappings-without-enforcement",
+        JWT_HEAD + "    scope_mappings:\n      - {scope: s1, models: [m]}\n",
+        ["c.yaml:5:7: scope_mappings needs enforce_scope_based_access: set enforce_scope_based_access: true, or the mappings would change nothing (at general_settings.litellm_jwtauth.scope_mappings) [scope-mappings-without-enforce-scope-based-access]"],
+    ),
+    (
+        "scope-enforcement-without-mappings",
+        JWT_HEAD + "    enforce_scope_based_access: true\n",
+        ["c.yaml:4:33: enforce_scope_based_access needs scope_mappings: with no scope mapped, no token could use any model (at general_settings.litellm_jwtauth.enforce_scope_based_access) [enforce-scope-based-access-without-scope-mappings]"],
+    ),
+    (
+        "scope-mapping-models-not-a-list",
+        JWT_HEAD + "    scope_mappings:\n      - {scope: s1, models: m}\n    enforce_scope_based_access: true\n",
+        ['c.yaml:5:29: expected a list, got a string ("m") (at general_settings.litellm_jwtauth.scope_mappings[0].models) [wrong-type]'],
+    ),
+    (
+        "role-permissions-without-enforce-rbac",
+        JWT_HEAD + "    enforce_rbac: false\n  role_permissions:\n    - {role: team, models: [m]}\n",
+        ["c.yaml:6:5: role_permissions apply only with litellm_jwtauth.enforce_rbac: true (as in LiteLLM); set it or remove them (at general_settings.role_permissions) [role-permissions-without-enforce-rbac]"],
+    ),
+    (
+        "role-permissions-twice-for-a-role",
+        JWT_HEAD + "    enforce_rbac: true\n  role_permissions:\n    - {role: team, models: [m]}\n    - {role: team, routes: [/v1/models]}\n",
+        ["c.yaml:7:14: role team has permissions already (role_permissions[0]) (at general_settings.role_permissions[1].role) [duplicate-role]"],
+    ),
+    (
+        "role-permissions-unknown-role",
+        JWT_HEAD + "    enforce_rbac: true\n  role_permissions:\n    - {role: admin}\n",
+        ['c.yaml:6:14: expected one of proxy_admin, team, internal_user, got "admin" (did you mean \'proxy_admin\'?) (at general_settings.role_permissions[0].role) [invalid-choice]'],
+    ),
+    (
+        "route-wildcard-not-trailing",
+        JWT_HEAD + "    team_allowed_routes: [\"/v1/mod*\"]\n    public_allowed_routes: [public_route]\n",
+        [
+            "c.yaml:4:27: invalid route '/v1/mod*': only a trailing '/*' is a wildcard (every route below a prefix) (at general_settings.litellm_jwtauth.team_allowed_routes[0]) [invalid-route]",
+            "c.yaml:5:29: unknown route group 'public_route' (did you mean 'public_routes'?); a route is a group name or a path starting with '/' (at general_settings.litellm_jwtauth.public_allowed_routes[0]) [unknown-route-group]",
+        ],
+    ),
 ]
 
 

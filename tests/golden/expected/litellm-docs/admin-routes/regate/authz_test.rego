@@ -40,6 +40,17 @@ test_non_canonical_path_is_400 if {
 	d.upsert_team == false
 }
 
+# general_settings.litellm_jwtauth.public_allowed_routes (default)
+test_public_route_root_needs_no_credential if {
+	d := authz.decision with input as {"request": {"method": "GET", "path": "/"}, "credential": {"type": "none"}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
 # general_settings.litellm_jwtauth.admin_allowed_routes (admin-routes.yaml:7)
 test_admin_may_call_v1_embeddings if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/embeddings"}, "credential": {"type": "jwt", "claims": {"scope": "openid litellm-proxy-admin"}}}

@@ -54,14 +54,34 @@ default _org_alias_value := null
 
 _org_alias_value := _not_named
 
+# general_settings.litellm_jwtauth.object_id_jwt_field (default): not set
+default _object_id_value := null
+
+_object_id_value := _not_named
+
 # general_settings.litellm_jwtauth.team_ids_jwt_field (default): not set
 default _team_ids_value := null
 
 _team_ids_value := _not_named
 
+# general_settings.litellm_jwtauth.roles_jwt_field (default): not set
+default _roles_value := null
+
+_roles_value := _not_named
+
+# general_settings.litellm_jwtauth.user_roles_jwt_field (default): not set
+default _user_roles_value := null
+
+_user_roles_value := _not_named
+
 # What a claim the config does not name reads as: nothing (claim names are strings, never
 # null), so null; typed as a claim for `opa check --strict`.
 _not_named := claims[null]
+
+# A claim by its literal name, else by its dot path; null when the token has neither.
+_claim(name, path) := value if {
+	value := claims[name]
+} else := object.get(claims, path, null)
 
 _id(value) if {
 	is_string(value)
@@ -108,10 +128,13 @@ default key_team_id := null
 
 key_team_id := _key_value("team_id")
 
-# As in LiteLLM, a token without the user claim is identified by its email.
+# As in LiteLLM, a token without the user claim is identified by its email; a mapped
+# internal_user role names its user by the object id claim first.
 default user_id := null
 
-user_id := _user_id_value if {
+user_id := object_user_id if {
+	object_user_id != null
+} else := _user_id_value if {
 	_id(_user_id_value)
 } else := email if {
 	email != null
@@ -140,6 +163,50 @@ default email := null
 
 email := _email_value if _id(_email_value)
 
+# The token's roles (roles_jwt_field) and user roles (user_roles_jwt_field): each a list
+# of strings or a space-separated string.
+default jwt_roles := set()
+
+jwt_roles := _role_names(_roles_value)
+
+default user_roles := set()
+
+user_roles := _role_names(_user_roles_value)
+
+_role_names(value) := {role | some role in split(value, " "); role != ""} if is_string(value)
+
+_role_names(value) := {role | some role in value} if {
+	is_array(value)
+	every role in value {
+		is_string(role)
+	}
+}
+
+# general_settings.litellm_jwtauth.role_mappings (default): the regate roles each role of the token maps to.
+_role_mappings := {}
+
+mapped_roles contains internal_role if {
+	some role in jwt_roles
+	some internal_role in _role_mappings[role]
+}
+
+# general_settings.litellm_jwtauth.object_id_jwt_field (default): the object id claim names the team of a mapped team role,
+# else the user of a mapped internal_user role (proxy_admin > team > internal_user).
+default object_team_id := null
+
+object_team_id := _object_id_value if {
+	_id(_object_id_value)
+	"team" in mapped_roles
+	not "proxy_admin" in mapped_roles
+}
+
+default object_user_id := null
+
+object_user_id := _object_id_value if {
+	_id(_object_id_value)
+	mapped_roles == {"internal_user"}
+}
+
 # Scopes come from `scope` and `scp`, each a space-separated string or a list of strings.
 scopes contains scope if {
 	some name in ["scope", "scp"]
@@ -161,6 +228,12 @@ invalid_claims contains name if {
 	some [name, value] in [["client_id", _team_id_value]]
 	value != null
 	not _id(value)
+}
+
+invalid_claims contains name if {
+	some [name, value] in []
+	value != null
+	not _role_names(value)
 }
 
 invalid_claims contains name if {

@@ -25,6 +25,7 @@ reason_order := [
 	"invalid_claims",
 	"path_not_canonical",
 	"no_role",
+	"role_not_allowed",
 	"team_not_granted",
 	"email_domain_not_allowed",
 	"team_not_found",
@@ -42,6 +43,7 @@ reason_status := {
 	"invalid_claims": 401,
 	"path_not_canonical": 400,
 	"no_role": 403,
+	"role_not_allowed": 403,
 	"team_not_granted": 403,
 	"email_domain_not_allowed": 403,
 	"team_not_found": 403,
@@ -112,8 +114,11 @@ default _team_id := null
 
 _team_id := teams.selected if roles.role == "team"
 
-# A caller that is not identified is judged on nothing else.
-denials := _credential_denials if {
+# A public route (public_allowed_routes) is open to every caller; a caller that is
+# not identified is judged on nothing else.
+denials := {} if {
+	routes.public
+} else := _credential_denials if {
 	count(_credential_denials) > 0
 } else := _access_denials
 
@@ -133,6 +138,8 @@ _credential_denials["invalid_claims"] := sprintf("malformed claims: %s", [concat
 _access_denials["path_not_canonical"] := "request path is not canonical" if not routes.canonical
 
 _access_denials["no_role"] := "token has no admin scope, no team id and no user id" if roles.role == null
+
+_access_denials["role_not_allowed"] := roles.not_allowed
 
 _access_denials["team_not_granted"] := teams.not_granted
 

@@ -26,10 +26,13 @@ default_team := null
 # general_settings.litellm_jwtauth.team_id_upsert (default)
 upsert := false
 
-# The teams the token's claims name, in claim order (an id claim wins over an alias claim).
+# The teams the token's claims name, in claim order: first the object id of a mapped
+# team role, else the team id claim, else the team its alias claim names; then the list.
 _claimed := array.concat(_first_claimed, identity.team_ids_claim)
 
-_first_claimed := [identity.team_id_claim] if {
+_first_claimed := [identity.object_team_id] if {
+	identity.object_team_id != null
+} else := [identity.team_id_claim] if {
 	identity.team_id_claim != null
 } else := [id] if {
 	id := _alias_id(identity.team_alias_claim)
