@@ -80,6 +80,24 @@ class ModelGrant:
     origin: Origin | None = None
 
 
+# Claim fields an issuers entry may set for its tokens: config key -> AuthPolicy field.
+ISSUER_FIELDS = {"team_id_jwt_field": "team_field", "team_ids_jwt_field": "team_ids_field",
+                 "user_id_jwt_field": "user_field", "user_email_jwt_field": "email_field",
+                 "org_id_jwt_field": "org_field", "end_user_id_jwt_field": "end_user_field"}
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An `issuers` entry: where its keys are, the audience its tokens must carry (None: not
+    checked), and the claim fields that replace the top-level ones for its tokens."""
+
+    issuer: str
+    audience: str | None
+    jwks_url: str | None  # None: the issuer's OpenID discovery document
+    fields: dict[str, Setting[ClaimField]]  # AuthPolicy field name -> the entry's claim
+    origin: Origin | None = None
+
+
 @dataclass(frozen=True)
 class AuthPolicy:
     """Everything the policy decides from: general_settings and litellm_jwtauth."""
@@ -109,9 +127,23 @@ class AuthPolicy:
     email_domains: Setting[tuple[str, ...]]
     user_id_upsert: Setting[bool]
     public_key_ttl: Setting[float]
+    public_key_stale_ttl: Setting[float]
+    issuers: tuple[Issuer, ...]
     routes: dict[str, Setting[RouteSet]]  # keyed by role
     public_routes: Setting[RouteSet]  # public_allowed_routes: any caller, with or without a credential
     master_key_configured: bool = False
+
+    def claim_field(self, name: str, issuer: str | None = None) -> ClaimField | None:
+        """The claim an AuthPolicy field (`team_field`, ...) names for tokens of `issuer`: the
+        issuers entry's own field when it sets one, else the top-level one."""
+        entry = next((i for i in self.issuers if i.issuer == issuer), None) if issuer else None
+        if entry is not None and name in entry.fields:
+            return entry.fields[name].value
+        return getattr(self, name).value
+
+    def mapped_roles(self, jwt_roles) -> set[str]:
+        """The regate roles a token's roles map to (role_mappings)."""
+        return {m.internal_role for m in self.role_mappings.value if m.role in jwt_roles}
 
     @property
     def checks_user_existence(self) -> bool:

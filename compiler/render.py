@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 import jinja2
 
 from . import resources, routes
-from .model import MAX_TEAMS_PER_TOKEN, ClaimField, Config, Setting
+from .model import ISSUER_FIELDS, MAX_TEAMS_PER_TOKEN, ClaimField, Config, Setting
 from .testcases import decision_cases
 
 POLICY_FILES = ("identity", "teams", "roles", "routes", "email_domains", "blocked_teams", "models", "users", "authz")
@@ -104,6 +104,13 @@ def _read(field: ClaimField | None) -> str:
     return f"object.get(claims, {rego_literal(field.name)}, null)"
 
 
+def _overrides(policy, attr: str, source: str) -> list[dict]:
+    """The issuers entries that set their own claim for `attr`, for their tokens."""
+    return [{"issuer": i.issuer, "cite": i.fields[attr].cite(source), "describe": f"claim {i.fields[attr].value.name}",
+             "read": _read(i.fields[attr].value), "name": i.fields[attr].value.name}
+            for i in policy.issuers if attr in i.fields]
+
+
 def _claim_views(policy, source: str) -> list[dict]:
     views = []
     for rule, attr in CLAIM_RULES:
@@ -111,14 +118,25 @@ def _claim_views(policy, source: str) -> list[dict]:
         field = setting.value
         views.append({"rule": rule, "cite": setting.cite(source), "describe": f"claim {field.name}" if field else "not set",
                       "name": field.name if field else None, "path": list(field.path) if field else [],
-                      "dotted": bool(field) and len(field.path) > 1, "read": _read(field), "overrides": []})
+                      "dotted": bool(field) and len(field.path) > 1, "read": _read(field),
+                      "overrides": _overrides(policy, attr, source)})
     return views
 
 
-def _id_fields(policy) -> str:
+def _claim_name(policy, attr: str, source: str) -> str | None:
+    """A Rego term for the name of the claim `attr` reads (per issuer when issuers set their own)."""
+    field = getattr(policy, attr).value
+    overrides = _overrides(policy, attr, source)
+    if not overrides:
+        return rego_literal(field.name) if field else None
+    default = field.name if field else next(key for key, name in ISSUER_FIELDS.items() if name == attr)
+    names = {o["issuer"]: o["name"] for o in overrides}
+    return f"object.get({rego_literal(names)}, issuer, {rego_literal(default)})"
+
+
+def _id_fields(policy, source: str) -> str:
     """`[[claim name, rule], ...]` of the configured id claims: checking a claim nobody named costs every decision."""
-    pairs = [f"[{rego_literal(getattr(policy, attr).value.name)}, {rule}]"
-             for rule, attr in ID_CLAIM_RULES if getattr(policy, attr).value is not None]
+    pairs = [f"[{name}, {rule}]" for rule, attr in ID_CLAIM_RULES if (name := _claim_name(policy, attr, source))]
     return "[" + ", ".join(pairs) + "]"
 
 
@@ -160,7 +178,7 @@ def render(config: Config) -> dict[str, bytes]:
     context = {
         "source": source,
         "claim_fields": _claim_views(policy, source),
-        "team_ids_name": policy.team_ids_field.value.name if policy.team_ids_field.value else None,
+        "team_ids_name": _claim_name(policy, "team_ids_field", source),
         "role_fields": _role_fields(policy),
         "role_mappings": _role_mappings(policy.role_mappings, source),
         "object_id_cite": policy.object_id_field.cite(source),
@@ -168,7 +186,7 @@ def render(config: Config) -> dict[str, bytes]:
         "role_models": _grants(policy.role_models, source),
         "enforce_scopes": _setting_view(policy.enforce_scopes, source),
         "scope_models": _grants(policy.scope_mappings, source),
-        "id_fields": _id_fields(policy),
+        "id_fields": _id_fields(policy, source),
         "max_teams": MAX_TEAMS_PER_TOKEN,
         "enforce_models": _setting_view(policy.enforce_team_models, source),
         "enforce_team_models": policy.enforce_team_models.value,

@@ -8,7 +8,19 @@ from regate.common.env import is_reference
 
 from .diagnostics import Diagnostic
 from .loader import LoadedConfig
-from .model import ROLES, AuthPolicy, ClaimField, Config, Deployment, ModelGrant, Origin, RoleMapping, Setting
+from .model import (
+    ISSUER_FIELDS,
+    ROLES,
+    AuthPolicy,
+    ClaimField,
+    Config,
+    Deployment,
+    Issuer,
+    ModelGrant,
+    Origin,
+    RoleMapping,
+    Setting,
+)
 from .routes import expand
 
 JWT = ("general_settings", "litellm_jwtauth")
@@ -36,6 +48,9 @@ class _Reader:
     def get(self, path, default=None):
         node = self.loaded.data
         for part in path:
+            if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+                continue
             if not isinstance(node, dict) or part not in node:
                 return default
             node = node[part]
@@ -62,6 +77,30 @@ def _claim(value) -> ClaimField:
 def _domains(value) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else list(value)
     return tuple(sorted({d.lower() for d in items}))
+
+
+def _issuers(r: _Reader) -> tuple[Issuer, ...]:
+    path = JWT + ("issuers",)
+    issuers = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(r.get(path, [])):
+        here = path + (i,)
+        name = entry["issuer"]
+        if name in seen:
+            r.error(here + ("issuer",), f"issuer {name} is listed already (issuers[{seen[name]}])", "duplicate-issuer")
+        seen.setdefault(name, i)
+        disabled = entry.get("disable_audience_validation") is True
+        if "audience" in entry and disabled:
+            r.error(here, "set audience or disable_audience_validation: true, not both", "audience-and-no-audience")
+        elif "audience" not in entry and not disabled:
+            r.error(here, "needs audience (the aud its tokens carry) or disable_audience_validation: true, so tokens "
+                          "minted for another application are not accepted", "audience-required")
+        if "jwks_url" not in entry and not name.startswith(("https://", "http://")):
+            r.error(here, f"needs jwks_url: keys can be discovered only from an http(s) issuer, not {name!r}",
+                    "jwks-url-required")
+        fields = {attr: r.setting(here + (key,), None, _claim) for key, attr in ISSUER_FIELDS.items() if key in entry}
+        issuers.append(Issuer(name, entry.get("audience"), entry.get("jwks_url"), fields, r.origin(here)))
+    return tuple(issuers)
 
 
 def _role_mappings(r: _Reader) -> Setting:
@@ -133,6 +172,8 @@ def _policy(r: _Reader) -> AuthPolicy:
         email_domains=r.setting(JWT + ("user_allowed_email_domain",), (), _domains),
         user_id_upsert=r.setting(JWT + ("user_id_upsert",), False),
         public_key_ttl=r.setting(JWT + ("public_key_ttl",), 600.0, float),
+        public_key_stale_ttl=r.setting(JWT + ("public_key_stale_ttl",), 3600.0, float),
+        issuers=_issuers(r),
         routes=routes,
         public_routes=r.setting(JWT + ("public_allowed_routes",), ("public_routes",), lambda v: expand(tuple(v))),
         master_key_configured=r.get(("general_settings", "master_key")) is not None,

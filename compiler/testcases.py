@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from . import role_testcases, team_testcases
+from . import access_testcases, team_testcases
 from .model import ClaimField, Config
 from .routes import is_template
 
@@ -168,7 +168,7 @@ class _Builder:
             self.users()
             self.team_models()
             team_testcases.add_cases(self)
-            role_testcases.add_cases(self)
+            access_testcases.add_cases(self)
         else:
             self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
                      _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")

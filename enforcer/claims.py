@@ -19,6 +19,15 @@ def claim_value(claims: Mapping[str, Any], name: str | None) -> Any:
     return node
 
 
+def role_names(value: Any) -> set[str]:
+    """A roles claim as the policy reads it: a list of strings, or a space-separated string."""
+    if isinstance(value, str):
+        return {role for role in value.split(" ") if role}
+    if isinstance(value, list) and all(isinstance(role, str) for role in value):
+        return set(value)
+    return set()
+
+
 def string_claim(claims: Mapping[str, Any], name: str | None) -> str | None:
     """The claim when it is a non-empty string (the policy's `_id`), else None."""
     value = claim_value(claims, name)

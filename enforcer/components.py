@@ -9,7 +9,6 @@ from flask import Flask
 from .credentials import Authenticator, Facts
 from .decision_cache import DecisionCache
 from .decisions import OpaClient
-from .jwks import KeySet
 from .settings import Settings
 from .spend import SpendWriter
 from .state_sync import BlockSync
@@ -31,19 +30,13 @@ class Components:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path))
         self.opa = OpaClient(settings.opa_url, timeout=settings.opa_timeout)
-        self.keyset = KeySet(settings.jwt) if settings.jwt else None
-        verifier = TokenVerifier(settings.jwt, self.keyset) if settings.jwt else None
+        self.verifier = TokenVerifier(settings.jwt) if settings.jwt else None
+        verifier = self.verifier
         self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=verifier,
                                            jwt_enabled=bool(policy.jwt_enabled.value),
                                            key_cache_ttl=settings.key_cache_ttl)
-        self.facts = Facts(
-            self.store,
-            user_field=policy.user_field.value.name if policy.user_field.value else None,
-            email_field=policy.email_field.value.name if policy.email_field.value else None,
-            checks_users=policy.checks_user_existence,
-            teams=TeamFacts(self.store, policy, ttl=settings.user_cache_ttl),
-            ttl=settings.user_cache_ttl,
-        )
+        self.facts = Facts(self.store, policy, teams=TeamFacts(self.store, policy, ttl=settings.user_cache_ttl),
+                           ttl=settings.user_cache_ttl)
         self.upstreams = Upstreams(config.deployments, environ=settings.environ)
         self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir)
         self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
@@ -64,8 +57,8 @@ class Components:
         self.spend.close()
         self.upstreams.close()
         self.opa.close()
-        if self.keyset:
-            self.keyset.close()
+        for keyset in self.verifier.keysets() if self.verifier else ():
+            keyset.close()
         self.store.close()
 
     def init_app(self, app: Flask) -> None:

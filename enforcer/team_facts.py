@@ -1,8 +1,9 @@
 """What the store knows about the teams a request may run as, for the OPA input's `facts`.
 
 The enforcer looks up every team the credential could run as, read the way the policy
-reads them: the team id claim, the team list claim, the team alias claim, the default
-team, a virtual key's team, and the x-litellm-team-id header (as an id and as an alias).
+reads them (with the claim fields of the token's issuer): the team id claim, the object id
+claim, the team list claim, the team alias claim, the default team, a virtual key's team,
+and the x-litellm-team-id header (as an id and as an alias).
 Which of them the request runs as is the policy's choice (data.regate.teams), never this
 module's. A team list longer than the policy accepts is not looked up (the policy refuses
 the token). Answers are cached briefly per id and per alias.
@@ -39,19 +40,12 @@ def requested_team(headers) -> str | None:
     return value
 
 
-def _field(setting) -> str | None:
-    return setting.value.name if setting.value is not None else None
-
-
 class TeamFacts:
     """`facts.teams`, `facts.team_aliases` and `facts.org_aliases` for one request."""
 
     def __init__(self, store: Store, policy: AuthPolicy, *, ttl: float = 5.0):
         self._store = store
-        self._id_field = _field(policy.team_field)
-        self._list_field = _field(policy.team_ids_field)
-        self._alias_field = _field(policy.team_alias_field)
-        self._org_alias_field = _field(policy.org_alias_field)
+        self._policy = policy
         self._default = policy.team_id_default.value
         self._models = TtlCache(ttl)  # team id -> its models, or None when the store has no such team
         self._team_aliases = TtlCache(ttl)  # alias -> ids of the teams that have it (at most two)
@@ -79,12 +73,18 @@ class TeamFacts:
         org_alias = None
         if credential.type == "jwt":
             claims = credential.claims
-            ids += filter(None, [string_claim(claims, self._id_field), self._default])
-            listed = claim_value(claims, self._list_field)
+
+            def name(field: str) -> str | None:
+                claim = self._policy.claim_field(field, credential.issuer)
+                return claim.name if claim is not None else None
+
+            ids += filter(None, [string_claim(claims, name("team_field")), string_claim(claims, name("object_id_field")),
+                                 self._default])
+            listed = claim_value(claims, name("team_ids_field"))
             if isinstance(listed, list) and len(listed) <= MAX_TEAMS_PER_TOKEN:
                 ids += [team for team in listed if isinstance(team, str) and team]
-            aliases += filter(None, [string_claim(claims, self._alias_field)])
-            org_alias = string_claim(claims, self._org_alias_field)
+            aliases += filter(None, [string_claim(claims, name("team_alias_field"))])
+            org_alias = string_claim(claims, name("org_alias_field"))
         elif credential.type == "virtual_key" and credential.key and credential.key.get("team_id"):
             ids.append(credential.key["team_id"])
         if requested is not None:

@@ -131,6 +131,58 @@ CASES = [
             "c.yaml:5:29: unknown route group 'public_route' (did you mean 'public_routes'?); a route is a group name or a path starting with '/' (at general_settings.litellm_jwtauth.public_allowed_routes[0]) [unknown-route-group]",
         ],
     ),
+    (
+        "issuer-without-audience",
+        JWT_HEAD + "    issuers:\n      - issuer: https://a.example\n",
+        ["c.yaml:5:9: needs audience (the aud its tokens carry) or disable_audience_validation: true, so tokens minted for another application are not accepted (at general_settings.litellm_jwtauth.issuers[0]) [audience-required]"],
+    ),
+    (
+        "issuer-with-both-audience-options",
+        JWT_HEAD + "    issuers:\n      - issuer: https://a.example\n        audience: x\n        disable_audience_validation: true\n",
+        ["c.yaml:5:9: set audience or disable_audience_validation: true, not both (at general_settings.litellm_jwtauth.issuers[0]) [audience-and-no-audience]"],
+    ),
+    (
+        "issuer-audience-validation-off-is-no-choice",
+        JWT_HEAD + "    issuers:\n      - {issuer: https://a.example, disable_audience_validation: false}\n",
+        ["c.yaml:5:9: needs audience (the aud its tokens carry) or disable_audience_validation: true, so tokens minted for another application are not accepted (at general_settings.litellm_jwtauth.issuers[0]) [audience-required]"],
+    ),
+    (
+        "issuer-not-a-url-without-jwks-url",
+        JWT_HEAD + "    issuers:\n      - issuer: a-issuer\n        audience: x\n",
+        ["c.yaml:5:9: needs jwks_url: keys can be discovered only from an http(s) issuer, not 'a-issuer' (at general_settings.litellm_jwtauth.issuers[0]) [jwks-url-required]"],
+    ),
+    (
+        "issuer-listed-twice",
+        JWT_HEAD + "    issuers:\n      - {issuer: https://a.example, audience: x}\n      - {issuer: https://a.example, disable_audience_validation: true}\n",
+        ["c.yaml:6:18: issuer https://a.example is listed already (issuers[0]) (at general_settings.litellm_jwtauth.issuers[1].issuer) [duplicate-issuer]"],
+    ),
+    (
+        "issuer-bad-jwks-url-and-unknown-field",
+        JWT_HEAD + "    issuers:\n      - {issuer: https://a.example, audience: x, jwks_url: ftp://a, role_mappings: []}\n",
+        [
+            'c.yaml:5:60: invalid URL "ftp://a": expected http(s)://host[/path] or os.environ/NAME (at general_settings.litellm_jwtauth.issuers[0].jwks_url) [invalid-url]',
+            "c.yaml:5:69: unknown key 'role_mappings' in this entry (at general_settings.litellm_jwtauth.issuers[0].role_mappings) [unknown-key]",
+        ],
+    ),
+    (
+        "issuer-bad-claim-field-and-negative-stale-ttl",
+        JWT_HEAD + "    issuers:\n      - {issuer: https://a.example, audience: x, team_id_jwt_field: \"a b\"}\n    public_key_stale_ttl: -1\n",
+        [
+            'c.yaml:5:69: invalid claim name "a b": use a claim name or a dot path like realm.team (at general_settings.litellm_jwtauth.issuers[0].team_id_jwt_field) [invalid-claim]',
+            "c.yaml:6:27: must be >= 0, got -1 (at general_settings.litellm_jwtauth.public_key_stale_ttl) [out-of-range]",
+        ],
+    ),
+    (
+        "issuers-empty",
+        JWT_HEAD + "    issuers: []\n",
+        ["c.yaml:4:14: must not be empty (at general_settings.litellm_jwtauth.issuers) [empty-value]"],
+    ),
+    (
+        "issuer-with-space",
+        JWT_HEAD + "    issuers:\n      - {issuer: \"https://a.example /x\", audience: x}\n",
+        ['c.yaml:5:18: invalid issuer "https://a.example /x": the exact iss of the provider\'s tokens, without spaces (at general_settings.litellm_jwtauth.issuers[0].issuer) [invalid-issuer]'],
+    ),
+
 ]
 
 

@@ -158,3 +158,47 @@ ROUTES_TABLE = [
 @pytest.mark.parametrize("label,doc,allow,status,reason", ROUTES_TABLE, ids=[r[0] for r in ROUTES_TABLE])
 def test_prefix_and_public_routes(opa_for, label, doc, allow, status, reason):
     check(opa_for("litellm-docs/team-prefix-routes").decide(doc), allow, status, reason)
+
+
+# litellm-docs/issuers-claim-mapping: Google's sub is a team, Keycloak's sub a user (email claim too);
+# the top-level fields (client_id team) for tokens verified by JWT_PUBLIC_KEY_URL.
+GOOGLE = "https://accounts.google.com"
+KEYCLOAK = "https://keycloak.example.com/realms/my-realm"
+
+
+def issued(claims, issuer, path="/v1/chat/completions", facts=None):
+    doc = jwt(claims, path, facts=facts)
+    doc["credential"]["issuer"] = issuer
+    return doc
+
+
+ISSUERS_TABLE = [
+    # (label, input, allow, status, reason, role, team, user)
+    ("Google's sub is a team", issued({"sub": "g-team", "iss": GOOGLE}, GOOGLE), True, 200, None, "team", "g-team", None),
+    ("Keycloak's sub is a user", issued({"sub": "k-user", "email": "k@x.org", "iss": KEYCLOAK}, KEYCLOAK), True, 200, None,
+     "internal_user", None, "k-user"),
+    ("Keycloak's tokens keep the top-level team field", issued({"sub": "k-user", "client_id": "k-team"}, KEYCLOAK),
+     True, 200, None, "team", "k-team", "k-user"),
+    ("Google's tokens have no user field", issued({"sub": "g-team", "email": "g@x.org"}, GOOGLE), True, 200, None,
+     "team", "g-team", None),
+    ("the iss claim alone chooses nothing", jwt({"sub": "x", "iss": GOOGLE}), False, 403, "no_role", None, None, None),
+    ("JWT_PUBLIC_KEY_URL's tokens use the top-level fields", issued({"sub": "x", "client_id": "t"}, None), True, 200, None,
+     "team", "t", None),
+    ("a malformed per-issuer claim names its claim", issued({"sub": ["g"]}, GOOGLE), False, 401, "invalid_claims",
+     None, None, None),
+    ("admins by scope from either issuer", issued({"scope": "litellm_proxy_admin", "sub": "g-team"}, GOOGLE, "/team/new"),
+     True, 200, None, "proxy_admin", None, None),
+]
+
+
+@pytest.mark.parametrize("label,doc,allow,status,reason,role,team,user", ISSUERS_TABLE, ids=[r[0] for r in ISSUERS_TABLE])
+def test_per_issuer_claim_fields(opa_for, label, doc, allow, status, reason, role, team, user):
+    decision = opa_for("litellm-docs/issuers-claim-mapping").decide(doc)
+    check(decision, allow, status, reason)
+    if allow:
+        assert (decision["role"], decision["subject"]["team_id"], decision["subject"]["user_id"]) == (role, team, user)
+
+
+def test_a_malformed_per_issuer_claim_is_named(opa_for):
+    decision = opa_for("litellm-docs/issuers-claim-mapping").decide(issued({"sub": ["g"]}, GOOGLE))
+    assert decision["message"] == "malformed claims: sub"

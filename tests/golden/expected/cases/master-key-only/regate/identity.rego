@@ -15,6 +15,12 @@ claims := input.credential.claims if {
 	is_object(input.credential.claims)
 }
 
+# The litellm_jwtauth.issuers entry whose keys verified the token (null: JWT_PUBLIC_KEY_URL's);
+# an entry's own claim fields replace the top-level ones for its tokens.
+default issuer := null
+
+issuer := input.credential.issuer if input.credential.type == "jwt"
+
 # The claims named in the config, as the token has them (null when absent). A claim is
 # read by its literal name first (names like https://example.com/team contain dots),
 # else as a dot path into nested claims.

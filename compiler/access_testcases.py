@@ -1,5 +1,6 @@
-"""Expected decisions about roles and scopes (role_mappings and object ids, role_permissions,
-user_allowed_roles, scope_mappings), added to a config's generated tests by testcases._Builder."""
+"""Expected decisions about roles, scopes and issuers (role_mappings and object ids,
+role_permissions, user_allowed_roles, scope_mappings, the claim fields of issuers entries),
+added to a config's generated tests by testcases._Builder."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def add_cases(b) -> None:
         _user_roles(b, path)
     if b.policy.enforce_scopes.value:
         _scopes(b, path)
+    for issuer in b.policy.issuers:
+        if "team_field" in issuer.fields or "user_field" in issuer.fields:
+            _issuer_fields(b, issuer, path)
 
 
 def _path(b, role: str) -> str | None:
@@ -96,3 +100,20 @@ def _scopes(b, path: str) -> None:
     model = grant.models[0] if grant else OUTSIDE_MODEL
     b.add("test_token_without_mapped_scope_may_use_no_model", b.cite(p.enforce_scopes), doc("openid", model),
           False, 403, "model_not_allowed")
+
+
+def _issuer_fields(b, issuer, path: str) -> None:
+    """The entry's own team (else user) claim counts for its tokens only."""
+    attr = "team_field" if "team_field" in issuer.fields else "user_field"
+    field = issuer.fields[attr]
+    claims = b.with_claim(b.claims_for("internal_user"), field.value, TEAM)
+    slug = "".join(c if c.isalnum() else "_" for c in issuer.issuer.split("://")[-1]).strip("_")
+    doc = b.token(claims, path, teams={TEAM: []})
+    doc["credential"]["issuer"] = issuer.issuer
+    if attr == "team_field":
+        doc.setdefault("facts", {})["teams"] = {TEAM: []}
+        b.add(f"test_issuer_{slug}_names_the_team_by_its_own_claim", field.cite(b.source), doc, True, 200, team=TEAM)
+    else:
+        doc["facts"] = {"user_id": TEAM, "user_exists": True} if b.policy.checks_user_existence else doc.get("facts")
+        doc = {k: v for k, v in doc.items() if v is not None}
+        b.add(f"test_issuer_{slug}_names_the_user_by_its_own_claim", field.cite(b.source), doc, True, 200)
