@@ -99,6 +99,22 @@ class Issuer:
 
 
 @dataclass(frozen=True)
+class CustomPolicy:
+    """A custom_policies entry: the path as written (relative to the config), and once loaded
+    (compiler.custom_policies.load) its module name after regate.custom., text and shown path."""
+
+    path: str
+    origin: Origin | None = None
+    module: str = ""
+    text: str = field(default="", repr=False)
+    shown: str = ""  # the file as diagnostics name it
+
+    @property
+    def is_test(self) -> bool:
+        return self.module.endswith("_test")
+
+
+@dataclass(frozen=True)
 class AuthPolicy:
     """Everything the policy decides from: general_settings and litellm_jwtauth."""
 
@@ -124,6 +140,7 @@ class AuthPolicy:
     user_allowed_roles: Setting[tuple[str, ...]]
     scope_mappings: Setting[tuple[ModelGrant, ...]]
     enforce_scopes: Setting[bool]
+    custom_policies: Setting[tuple[CustomPolicy, ...]]
     email_domains: Setting[tuple[str, ...]]
     user_id_upsert: Setting[bool]
     public_key_ttl: Setting[float]

@@ -13,11 +13,12 @@ from pathlib import PurePosixPath
 
 import jinja2
 
-from . import resources, routes
+from . import custom_policies, resources, routes
 from .model import ISSUER_FIELDS, MAX_TEAMS_PER_TOKEN, ClaimField, Config, Setting
 from .testcases import decision_cases
 
 POLICY_FILES = ("identity", "teams", "roles", "routes", "email_domains", "blocked_teams", "models", "users", "authz")
+CUSTOM_CHECKS = "custom_checks"  # rendered only when the config lists custom policies
 DATA_PATH = "regate/tables/data.json"
 PUBLIC = "public"  # the key of public_allowed_routes beside the roles' route sets
 
@@ -174,6 +175,7 @@ def render(config: Config) -> dict[str, bytes]:
     """Every file of the bundle except .manifest, keyed by bundle path."""
     policy = config.policy
     source = PurePosixPath(config.source_file).name
+    custom = policy.custom_policies.value
     domains = policy.email_domains
     context = {
         "source": source,
@@ -205,11 +207,16 @@ def render(config: Config) -> dict[str, bytes]:
         "user_check": _View("", rego_literal(policy.checks_user_existence)),
         "jwt_enabled": _setting_view(policy.jwt_enabled, source),
         "cases": decision_cases(config),
+        "custom_policies": [{"cite": p.origin and f"{policy.custom_policies.key}[{i}] ({source}:{p.origin.line})",
+                             "path": p.path, "module": p.module, "is_test": p.is_test} for i, p in enumerate(custom)],
+        "custom_modules": sorted(p.module for p in custom if not p.is_test),
         "rego": rego_literal,
         "ref": rego_ref,
     }
     env = _env()
-    files = {f"regate/{name}.rego": env.get_template(f"{name}.rego.j2").render(context) for name in POLICY_FILES}
+    names = POLICY_FILES + ((CUSTOM_CHECKS,) if custom else ())
+    files = {f"regate/{name}.rego": env.get_template(f"{name}.rego.j2").render(context) for name in names}
+    files.update({custom_policies.bundle_path(p): p.text for p in custom})
     files["regate/authz_test.rego"] = env.get_template("authz_test.rego.j2").render(context)
     files[DATA_PATH] = json.dumps(tables(config), indent=2, sort_keys=True) + "\n"
     return {path: text.encode("utf-8") for path, text in files.items()}

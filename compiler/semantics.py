@@ -14,6 +14,7 @@ from .model import (
     AuthPolicy,
     ClaimField,
     Config,
+    CustomPolicy,
     Deployment,
     Issuer,
     ModelGrant,
@@ -103,6 +104,13 @@ def _issuers(r: _Reader) -> tuple[Issuer, ...]:
     return tuple(issuers)
 
 
+def _custom_policies(r: _Reader) -> Setting:
+    path = JWT + ("custom_policies",)
+    entries = r.get(path, [])
+    policies = tuple(CustomPolicy(entry, r.origin(path + (i,))) for i, entry in enumerate(entries))
+    return Setting(policies, r.origin(path) if entries else None, ".".join(path))
+
+
 def _role_mappings(r: _Reader) -> Setting:
     path = JWT + ("role_mappings",)
     entries = r.get(path, [])
@@ -169,6 +177,7 @@ def _policy(r: _Reader) -> AuthPolicy:
         user_allowed_roles=r.setting(JWT + ("user_allowed_roles",), (), tuple),
         scope_mappings=_scope_mappings(r),
         enforce_scopes=r.setting(JWT + ("enforce_scope_based_access",), False),
+        custom_policies=_custom_policies(r),
         email_domains=r.setting(JWT + ("user_allowed_email_domain",), (), _domains),
         user_id_upsert=r.setting(JWT + ("user_id_upsert",), False),
         public_key_ttl=r.setting(JWT + ("public_key_ttl",), 600.0, float),

@@ -107,6 +107,8 @@ def _pattern_message(kind: str, value: str, path) -> tuple[str, str]:
         return f"invalid email domain {_short(value)}: expected a domain like example.com", "invalid-domain"
     if kind == "master-key":
         return "master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"
+    if kind == "rego-path":
+        return f"invalid custom policy {_short(value)}: a path to a .rego file, relative to the config", "invalid-custom-policy"
     if kind == "issuer":
         return f"invalid issuer {_short(value)}: the exact iss of the provider's tokens, without spaces", "invalid-issuer"
     if kind == "role-name":

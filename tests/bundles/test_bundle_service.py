@@ -93,3 +93,23 @@ def test_broken_config_keeps_the_last_good_revision(client, source, config):
 def test_same_content_is_not_a_new_revision(source, config):
     config.write_text(CONFIG_V1)
     assert source.refresh() is False
+
+
+POLICY = 'package regate.custom.tenant\n\ndeny contains {"code": "c", "message": "m", "status": 403} if input.request.path == "{path}"\n'
+
+
+def test_a_changed_custom_policy_is_a_new_revision(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG_V1 + "    custom_policies: [tenant.rego]\n")
+    policy = tmp_path / "tenant.rego"
+    policy.write_text(POLICY.replace("{path}", "/a"))
+    source = BundleSource(config)
+    assert source.refresh() is True
+    first = source.etag
+    assert source.refresh() is False and source.etag == first
+    policy.write_text(POLICY.replace("{path}", "/b"))
+    assert source.refresh() is True and source.etag != first
+    policy.write_text(POLICY.replace("{path}", "/b") + "\ndeny contains 1 if {\n")  # no longer compiles
+    assert source.refresh() is False and "tenant.rego" in source.last_error
+    policy.unlink()
+    assert source.refresh() is False and "cannot read custom policy" in source.last_error

@@ -190,3 +190,81 @@ CASES = [
 def test_bad_parity_config_gives_located_errors(name, text, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert compile_errors(text, tmp_path, capsys) == expected
+
+
+CUSTOM_HEAD = JWT_HEAD + "    custom_policies: [{files}]\n"
+GOOD = "package regate.custom.tenant\n\ndeny contains {\"code\": \"x\", \"message\": \"m\", \"status\": 403} if input.request.path == \"/x\"\n"
+# Custom files live in ../policies/ of the config; diagnostics name them as the config does.
+CUSTOM_CASES = [
+    (
+        "custom-policy-in-another-package",
+        {"tenant.rego": "# my check\npackage regate.tenant\n\ndeny contains 1 if false\n"},
+        ["../policies/tenant.rego:2:1: a custom policy must be in package regate.custom.<name>, not regate.tenant [custom-policy-package]"],
+    ),
+    (
+        "custom-policy-without-package",
+        {"tenant.rego": "deny contains 1 if false\n"},
+        ["../policies/tenant.rego:1:1: a custom policy needs a package line: package regate.custom.<name> [custom-policy-package]"],
+    ),
+    (
+        "custom-test-in-a-policy-package",
+        {"tenant.rego": GOOD, "tenant_test.rego": "package regate.custom.tenant\n\ntest_x if true\n"},
+        ["../policies/tenant_test.rego:1:1: a test file (_test.rego) must be in package regate.custom.<name>_test, not regate.custom.tenant [custom-policy-package]"],
+    ),
+    (
+        "custom-policy-failing-opa-check",
+        {"tenant.rego": "package regate.custom.tenant\n\ndeny contains {\"code\": \"c\"} if {\n\tinput.request.team == \"x\"\n}\n"},
+        ["../policies/tenant.rego:4:2: undefined ref: input.request.team [rego_type_error] [custom-policy-invalid]"],
+    ),
+    (
+        "custom-policy-syntax-error",
+        {"tenant.rego": "package regate.custom.tenant\n\ndeny contains x if {\n"},
+        ["../policies/tenant.rego:4:1: unexpected eof token [rego_parse_error] [custom-policy-invalid]"],
+    ),
+    (
+        "custom-policies-sharing-a-package",
+        {"tenant.rego": GOOD, "again.rego": GOOD},
+        ["c.yaml:4:48: package regate.custom.tenant is in ../policies/tenant.rego already (at general_settings.litellm_jwtauth.custom_policies[1]) [duplicate-custom-policy]"],
+    ),
+]
+
+
+def config_dir(tmp_path, monkeypatch, files: dict[str, str]):
+    """The cwd for a compile: conf/ (empty but for c.yaml), with `files` in policies/ beside it."""
+    (tmp_path / "policies").mkdir()
+    for file, text in files.items():
+        (tmp_path / "policies" / file).write_text(text)
+    (tmp_path / "conf").mkdir()
+    monkeypatch.chdir(tmp_path / "conf")
+    return tmp_path / "conf"
+
+
+@pytest.mark.parametrize("name,files,expected", CUSTOM_CASES, ids=[c[0] for c in CUSTOM_CASES])
+def test_bad_custom_policies_give_located_errors(name, files, expected, tmp_path, monkeypatch, capsys):
+    here = config_dir(tmp_path, monkeypatch, files)
+    text = CUSTOM_HEAD.format(files=", ".join(f"../policies/{f}" for f in files))
+    assert compile_errors(text, here, capsys) == expected
+
+
+def test_a_missing_custom_policy_is_located_at_its_entry(tmp_path, monkeypatch, capsys):
+    here = config_dir(tmp_path, monkeypatch, {})
+    assert compile_errors(CUSTOM_HEAD.format(files="nope.rego"), here, capsys) == [
+        "c.yaml:4:23: cannot read custom policy nope.rego: No such file or directory "
+        "(at general_settings.litellm_jwtauth.custom_policies[0]) [unreadable-custom-policy]"]
+
+
+def test_a_custom_policy_path_must_be_a_rego_file(tmp_path, monkeypatch, capsys):
+    here = config_dir(tmp_path, monkeypatch, {})
+    assert compile_errors(CUSTOM_HEAD.format(files="tenant.py"), here, capsys) == [
+        'c.yaml:4:23: invalid custom policy "tenant.py": a path to a .rego file, relative to the config '
+        "(at general_settings.litellm_jwtauth.custom_policies[0]) [invalid-custom-policy]"]
+
+
+def test_custom_policies_need_opa_to_compile(tmp_path, monkeypatch, capsys):
+    here = config_dir(tmp_path, monkeypatch, {"tenant.rego": GOOD})
+    monkeypatch.setenv("REGATE_OPA_BIN", str(tmp_path / "no-opa"))
+    assert compile_errors(CUSTOM_HEAD.format(files="../policies/tenant.rego"), here, capsys) == [
+        f"c.yaml:4:22: custom_policies are checked with OPA, which is missing: REGATE_OPA_BIN={tmp_path / 'no-opa'} is not "
+        "an executable file; put OPA 1.22.3 on PATH or set REGATE_OPA_BIN (build it: go install "
+        "github.com/open-policy-agent/opa@v1.22.3; in a checkout: scripts/ensure-opa) "
+        "(at general_settings.litellm_jwtauth.custom_policies) [opa-not-found]"]

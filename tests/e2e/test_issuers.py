@@ -101,3 +101,4 @@ def test_a_token_is_verified_by_its_own_issuers_keys_only(issuers_stack, provide
     assert status == 401 and reason(headers) == code, body
     assert_openai_error(body, 401)
     assert fresh_upstream.requests == []
+
