@@ -207,7 +207,7 @@ def render(config: Config) -> dict[str, bytes]:
         "user_check": _View("", rego_literal(policy.checks_user_existence)),
         "jwt_enabled": _setting_view(policy.jwt_enabled, source),
         "cases": decision_cases(config),
-        "custom_policies": [{"cite": p.origin and f"{policy.custom_policies.key}[{i}] ({source}:{p.origin.line})",
+        "custom_policies": [{"cite": f"{policy.custom_policies.key}[{i}] ({source}:{p.origin.line})",
                              "path": p.path, "module": p.module, "is_test": p.is_test} for i, p in enumerate(custom)],
         "custom_modules": sorted(p.module for p in custom if not p.is_test),
         "rego": rego_literal,

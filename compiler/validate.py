@@ -96,28 +96,25 @@ def _unknown_key(path, key: str, known) -> str:
     return f"unknown key '{key}' {_where(path)}{did_you_mean(key, known)}"
 
 
+# The message ({value} is the offending value, shortened) and code of a `pattern` failure, by x-kind.
+_PATTERN_MESSAGES = {
+    "claim": ("invalid claim name {value}: use a claim name or a dot path like realm.team", "invalid-claim"),
+    "scope": ("invalid scope {value}: a scope is one word without spaces", "invalid-scope"),
+    "domain": ("invalid email domain {value}: expected a domain like example.com", "invalid-domain"),
+    "master-key": ("master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"),
+    "rego-path": ("invalid custom policy {value}: a path to a .rego file, relative to the config", "invalid-custom-policy"),
+    "issuer": ("invalid issuer {value}: the exact iss of the provider's tokens, without spaces", "invalid-issuer"),
+    "role-name": ("invalid role {value}: a role is one word without spaces", "invalid-role"),
+    "team-id": ("invalid team id {value}: 1 to 256 characters, no control characters", "invalid-team-id"),
+    "url": ("invalid URL {value}: expected http(s)://host[/path] or os.environ/NAME", "invalid-url"),
+}
+
+
 def _pattern_message(kind: str, value: str, path) -> tuple[str, str]:
     if kind == "route":
         return routes.describe_invalid_entry(value)
-    if kind == "claim":
-        return f"invalid claim name {_short(value)}: use a claim name or a dot path like realm.team", "invalid-claim"
-    if kind == "scope":
-        return f"invalid scope {_short(value)}: a scope is one word without spaces", "invalid-scope"
-    if kind == "domain":
-        return f"invalid email domain {_short(value)}: expected a domain like example.com", "invalid-domain"
-    if kind == "master-key":
-        return "master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"
-    if kind == "rego-path":
-        return f"invalid custom policy {_short(value)}: a path to a .rego file, relative to the config", "invalid-custom-policy"
-    if kind == "issuer":
-        return f"invalid issuer {_short(value)}: the exact iss of the provider's tokens, without spaces", "invalid-issuer"
-    if kind == "role-name":
-        return f"invalid role {_short(value)}: a role is one word without spaces", "invalid-role"
-    if kind == "team-id":
-        return f"invalid team id {_short(value)}: 1 to 256 characters, no control characters", "invalid-team-id"
-    if kind == "url":
-        return f"invalid URL {_short(value)}: expected http(s)://host[/path] or os.environ/NAME", "invalid-url"
-    return f"invalid value {_short(value)}", "invalid-value"
+    message, code = _PATTERN_MESSAGES.get(kind, ("invalid value {value}", "invalid-value"))
+    return message.format(value=_short(value)), code
 
 
 def _matching_branch(error: ValidationError) -> list[ValidationError]:

@@ -47,15 +47,15 @@ class BundleSource:
 
     def refresh(self) -> bool:
         """Recompile when the config's (or a custom policy's) content changed; True when a new revision is served."""
-        digest = hashlib.sha256()
+        hashed = hashlib.sha256()
         for path in self._inputs:
             try:
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
+                hashed.update(hashlib.sha256(path.read_bytes()).digest())
             except OSError as e:
                 self.last_error = f"{path}: cannot read {'config' if path == self.config_path else 'custom policy'}: {e.strerror}"
                 log.error(self.last_error)
                 return False
-        digest = digest.hexdigest()
+        digest = hashed.hexdigest()
         if digest == self.source_sha256:
             return False
         self.source_sha256 = digest

@@ -1,4 +1,5 @@
-"""Reading a claim out of verified JWT claims the way the policy does (identity.rego's _claim_value)."""
+"""Reading claims out of verified JWT claims the way the policy does (identity.rego): a claim by
+its literal name, else by dot path; ids are non-empty strings; roles a list or a string."""
 
 from __future__ import annotations
 

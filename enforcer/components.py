@@ -31,8 +31,7 @@ class Components:
         self.store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path))
         self.opa = OpaClient(settings.opa_url, timeout=settings.opa_timeout)
         self.verifier = TokenVerifier(settings.jwt) if settings.jwt else None
-        verifier = self.verifier
-        self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=verifier,
+        self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=self.verifier,
                                            jwt_enabled=bool(policy.jwt_enabled.value),
                                            key_cache_ttl=settings.key_cache_ttl)
         self.facts = Facts(self.store, policy, teams=TeamFacts(self.store, policy, ttl=settings.user_cache_ttl),

@@ -7,24 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
-from tests.support.opa import OpaServer
-
-from .conftest import Client, assert_openai_error, enforcer_env
+from .conftest import assert_openai_error, config_stack, enforcer_env
 
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "litellm-docs" / "custom-validate.yaml"
 
 
 @pytest.fixture(scope="module")
 def custom_stack(opa_bin, idp, upstream, tmp_path_factory):
-    work = tmp_path_factory.mktemp("custom")
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(CONFIG)), work / "bundle.tar.gz")
-    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(CONFIG, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=work / "data") as proc:
-            client = Client(proc.url)
-            yield client
-            client.close()
+    with config_stack(opa_bin, CONFIG, enforcer_env(idp, upstream), tmp_path_factory.mktemp("custom")) as client:
+        yield client
 
 
 def test_a_custom_policy_decides_through_the_enforcer(custom_stack, idp):

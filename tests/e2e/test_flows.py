@@ -14,13 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
 from tests.support.forge import OMIT
 from tests.support.mock_openai import Behavior
-from tests.support.opa import OpaServer
 
-from .conftest import UPSTREAM_KEY, Client, assert_openai_error, chat_body, enforcer_env, metric, team_token
+from .conftest import UPSTREAM_KEY, assert_openai_error, chat_body, config_stack, enforcer_env, metric, team_token
 
 # What the upstream may see: the headers regate builds, plus the W3C trace context it forwards.
 UPSTREAM_HEADER_NAMES = {"host", "content-type", "content-length", "accept", "accept-encoding", "user-agent",
@@ -354,12 +351,8 @@ def docs_stack(opa_bin, idp, upstream, tmp_path_factory):
     work = tmp_path_factory.mktemp("docs-stack")
     config = work / "docs.yaml"
     config.write_text(DOCS_CONFIG)
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
-    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(config, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=work / "data") as proc:
-            docs_client = Client(proc.url)
-            yield docs_client
-            docs_client.close()
+    with config_stack(opa_bin, config, enforcer_env(idp, upstream), work) as docs_client:
+        yield docs_client
 
 
 def test_custom_team_field(docs_stack, idp, fresh_upstream):

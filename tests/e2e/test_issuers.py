@@ -9,13 +9,10 @@ import time
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
 from tests.support.forge import generate_key
 from tests.support.idp import IdentityProvider
-from tests.support.opa import OpaServer
 
-from .conftest import MASTER_KEY, UPSTREAM_KEY, Client, assert_openai_error, chat_body
+from .conftest import MASTER_KEY, UPSTREAM_KEY, assert_openai_error, chat_body, config_stack
 
 SHARED_KID = "shared-kid"
 
@@ -53,13 +50,9 @@ general_settings:
         disable_audience_validation: true
         team_id_jwt_field: sub
 """)
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
     env = {"LITELLM_MASTER_KEY": MASTER_KEY, "OPENAI_API_BASE": upstream.openai_base, "OPENAI_API_KEY": UPSTREAM_KEY}
-    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(config, env=env, opa_url=opa.url, data_dir=work / "data") as proc:
-            client = Client(proc.url)
-            yield client
-            client.close()
+    with config_stack(opa_bin, config, env, work) as client:
+        yield client
 
 
 def spend_teams(client, count: int, timeout: float = 30.0) -> list[str]:

@@ -15,11 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
-from tests.support.opa import OpaServer
-
-from .conftest import MASTER_KEY, Client, assert_openai_error, chat_body, enforcer_env
+from .conftest import MASTER_KEY, assert_openai_error, chat_body, config_stack, enforcer_env
 
 
 def reason(headers) -> str | None:
@@ -199,12 +195,8 @@ def enforced_stack(opa_bin, idp, upstream, tmp_path_factory):
     work = tmp_path_factory.mktemp("teams-enforced")
     config = work / "teams.yaml"
     config.write_text(ENFORCED_CONFIG)
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
-    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(config, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=work / "data") as proc:
-            stack_client = Client(proc.url)
-            yield stack_client
-            stack_client.close()
+    with config_stack(opa_bin, config, enforcer_env(idp, upstream), work) as stack_client:
+        yield stack_client
 
 
 def test_groups_must_be_teams_in_the_store(enforced_stack, idp, fresh_upstream):
