@@ -183,6 +183,31 @@ CASES = [
         ['c.yaml:5:18: invalid issuer "https://a.example /x": the exact iss of the provider\'s tokens, without spaces (at general_settings.litellm_jwtauth.issuers[0].issuer) [invalid-issuer]'],
     ),
 
+    (
+        "wrong-types-of-the-new-keys",
+        JWT_HEAD + "    enforce_rbac: \"yes\"\n    user_roles_jwt_field: roles\n    user_allowed_roles: admin\n    issuers: {issuer: x}\n"
+        "    custom_policies: x.rego\n    public_allowed_routes: public_routes\n    public_key_stale_ttl: 1h\n"
+        "    object_id_jwt_field: 7\n    enforce_scope_based_access: 1\n",
+        [
+            'c.yaml:4:19: expected true or false, got a string ("yes") (at general_settings.litellm_jwtauth.enforce_rbac) [wrong-type]',
+            'c.yaml:6:25: expected a list, got a string ("admin") (at general_settings.litellm_jwtauth.user_allowed_roles) [wrong-type]',
+            'c.yaml:7:14: expected a list, got a mapping ({"issuer": "x"}) (at general_settings.litellm_jwtauth.issuers) [wrong-type]',
+            'c.yaml:8:22: expected a list, got a string ("x.rego") (at general_settings.litellm_jwtauth.custom_policies) [wrong-type]',
+            'c.yaml:9:28: expected a list, got a string ("public_routes") (at general_settings.litellm_jwtauth.public_allowed_routes) [wrong-type]',
+            'c.yaml:10:27: expected a number, got a string ("1h") (at general_settings.litellm_jwtauth.public_key_stale_ttl) [wrong-type]',
+            "c.yaml:11:26: expected a string, got an integer (7) (at general_settings.litellm_jwtauth.object_id_jwt_field) [wrong-type]",
+            "c.yaml:12:33: expected true or false, got an integer (1) (at general_settings.litellm_jwtauth.enforce_scope_based_access) [wrong-type]",
+        ],
+    ),
+    (
+        "role-permissions-wrong-types",
+        JWT_HEAD + "    enforce_rbac: true\n  role_permissions:\n    - {role: team, models: gpt-4o, routes: [info_route]}\n",
+        [
+            'c.yaml:6:28: expected a list, got a string ("gpt-4o") (at general_settings.role_permissions[0].models) [wrong-type]',
+            "c.yaml:6:45: unknown route group 'info_route' (did you mean 'info_routes'?); a route is a group name or a path starting with '/' (at general_settings.role_permissions[0].routes[0]) [unknown-route-group]",
+        ],
+    ),
+
 ]
 
 
