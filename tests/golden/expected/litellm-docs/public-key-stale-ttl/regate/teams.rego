@@ -2,9 +2,9 @@
 # title: Teams
 # description: >-
 #   The teams a credential grants, and the one a request runs as. A token's teams
-#   are its team id claim (else the id its team alias resolves to) first, then its
-#   team list claim, in claim order; a token with no team claim at all gets the
-#   default team, when one is configured. A virtual key has its own team. The
+#   are the object id of a mapped team role, else its team id claim, else the id its
+#   team alias resolves to, first, then its team list claim, in claim order; a token
+#   with no team claim at all gets the default team, when one is configured. A virtual key has its own team. The
 #   x-litellm-team-id header (input.request.requested_team) selects one of them by
 #   id, or by a team_alias that exactly one team in the store has. Without the
 #   header the request runs as the first team, in claim order, that is not blocked
