@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from regate.common.errors import RegateError, UnknownModelError, UpstreamError
+from regate.common.errors import BadRequestError, RegateError, UnknownModelError, UpstreamError
 from regate.compiler.model import Deployment
 from regate.enforcer.upstreams import FORWARDED_CLIENT_HEADERS, Upstreams
 from tests.support.mock_openai import Behavior, MockOpenAI
 from tests.support.net import free_port, wait_for_http
+from tests.support.scripted_server import ScriptedServer
 from tests.support.tls import make_test_ca
 
 UPSTREAM_KEY = "sk-upstream-0123456789abcdef"
@@ -488,6 +489,83 @@ def test_unsafe_values_of_allowed_client_headers_are_dropped(mock):
     got = mock.last_request.headers
     assert "traceparent" not in got and "x-injected" not in got and "x-request-id" not in got
     assert got["openai-beta"] == "assistants=v2"
+
+
+
+# malformed answers (issue 11, item 8) and non-boolean `stream` (item 7) ----------------------------------------
+def scripted_upstreams(server: ScriptedServer, **kw) -> Upstreams:
+    return Upstreams([Deployment("gpt-4o", "openai", "gpt-4o", api_base=f"http://127.0.0.1:{server.port}/v1",
+                                 api_key=UPSTREAM_KEY, **kw)], environ={})
+
+
+@pytest.fixture
+def scripted():
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \xb2\r\n\r\n{}",
+    b"HTTP/1.1 2\xb20 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nx-ratelimit-limit-requests: 1\rSet-Cookie: a=b\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nx-ratelimit-limit-requests: 1\x0b\r\nContent-Length: 2\r\n\r\n{}",
+])
+def test_a_malformed_answer_head_is_502_bad_response(scripted, answer):
+    scripted.answer(answer, close=True)
+    with pytest.raises(UpstreamError) as err:
+        scripted_upstreams(scripted).open("chat", CHAT, request_id="r")
+    assert (err.value.status, err.value.code) == (502, "upstream_bad_response")
+
+
+def test_a_malformed_body_framing_is_502_bad_response(scripted):
+    scripted.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"2\r\n{}\r\nzz\r\n", close=True)
+    with scripted_upstreams(scripted).open("chat", CHAT, request_id="r") as call:
+        with pytest.raises(UpstreamError) as err:
+            call.read_json()
+    assert (err.value.status, err.value.code) == (502, "upstream_bad_response")
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_deeply_nested_json_from_the_upstream_is_502_bad_response(scripted, status):
+    body = b"[" * 100_000 + b"]" * 100_000
+    scripted.answer(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (status, len(body), body))
+    with scripted_upstreams(scripted).open("chat", CHAT, request_id="r") as call:
+        if status == 200:
+            with pytest.raises(UpstreamError) as err:
+                call.read_json()
+            assert (err.value.status, err.value.code) == (502, "upstream_bad_response")
+        else:
+            assert call.read_json()["error"]["message"] == "the upstream for model 'gpt-4o' answered HTTP 500"
+
+
+def test_deeply_nested_json_in_a_stream_is_passed_on_but_not_read_for_usage(scripted):
+    event = b"data: {\"usage\": {\"x\": " + b"[" * 100_000 + b"]" * 100_000 + b"}}\n\n"
+    scripted.answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(event), event))
+    with scripted_upstreams(scripted).open("chat", stream_body(), request_id="r") as call:
+        assert b"".join(call.iter_chunks()) == event
+    assert call.usage is None
+
+
+@pytest.mark.parametrize("stream", [1, 0, "true", "false", [], {}])
+def test_a_stream_flag_that_is_not_a_boolean_is_400_and_nothing_is_sent(mock, stream):
+    with pytest.raises(BadRequestError) as err:
+        openai_upstreams(mock).open("chat", stream_body(stream=stream), request_id="r")
+    assert err.value.status == 400 and str(err.value) == "`stream` must be true or false"
+    assert mock.requests == []
+
+
+def test_an_event_stream_answer_to_a_plain_request_is_read_for_usage(mock):
+    # A server that streams whatever it was asked: the answer is relayed as a stream, and read as one.
+    mock.push(Behavior(raw_body=b'data: {"choices":[]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3,'
+                                b'"completion_tokens":2}}\n\ndata: [DONE]\n\n', content_type="text/event-stream"))
+    with openai_upstreams(mock).open("chat", CHAT, request_id="r") as call:
+        assert call.is_stream
+        b"".join(call.iter_chunks())
+    assert call.usage == (3, 2)
 
 
 # the standalone stand-in, and cooperative use under gevent ---------------------------------------------------
