@@ -47,7 +47,8 @@ _STATUS_LINE = re.compile(r"(HTTP/1\.[01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+# A chunk-size line: the size, an optional extension (ignored), optional trailing blanks, CRLF.
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:;[\t\x20-\x7e\x80-\xff]*)?[ \t]*\r\n")
 
 
 class HTTPClientError(Exception):
@@ -392,13 +393,10 @@ class Response:
                 if connection.line("chunk end") != b"\r\n":
                     raise ProtocolError("a chunk of the answer is longer than its size says")
                 self._chunk_end_pending = False
-            size_line = connection.line("chunk size")
-            if not size_line.endswith(b"\r\n"):
+            match = _CHUNK_LINE.fullmatch(connection.line("chunk size"))
+            if match is None:
                 raise ProtocolError("the answer has a malformed chunk size")
-            size_field = size_line[:-2].split(b";", 1)[0].rstrip(b" \t")
-            if not _CHUNK_SIZE.fullmatch(size_field):
-                raise ProtocolError("the answer has a malformed chunk size")
-            self._chunk_left = int(size_field, 16)
+            self._chunk_left = int(match.group(1), 16)
             if self._chunk_left == 0:
                 self.trailers = self._read_fields("trailer section")
                 self.done = True
