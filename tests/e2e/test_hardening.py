@@ -1,0 +1,47 @@
+"""Issue 11 (red-team review) against the real enforcer (gunicorn), its OPA and the stand-in upstream:
+client strings that would grow the decision cache, bodies that broke the JSON parser, `stream` flags
+that are not booleans. Each is a clean 4xx, and nothing reaches the upstream.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import assert_openai_error, chat_body, raw_request, team_token
+
+
+def test_an_over_long_model_name_is_400_before_any_decision(client, fresh_upstream, enforcer):
+    status, body, headers = client.post("/v1/chat/completions", chat_body(model="m" * 2_000_000))
+    assert status == 400 and headers["X-Regate-Reason"] == "model_name_too_long", body
+    assert assert_openai_error(body, 400) == "the model name is longer than 256 characters"
+    assert fresh_upstream.requests == []
+
+
+def test_a_model_name_at_the_limit_is_decided(client, idp, fresh_upstream):
+    status, body, headers = client.post("/v1/chat/completions", chat_body(model="m" * 256))
+    assert (status, headers["X-Regate-Reason"]) == (401, "missing_credential")
+    status, body, _ = client.post("/v1/chat/completions", chat_body(model="m" * 256), token=team_token(idp))
+    assert status == 400 and "is not served by this proxy" in assert_openai_error(body, 400)
+
+
+@pytest.mark.parametrize("with_token", [False, True])
+def test_deeply_nested_json_is_400(client, idp, fresh_upstream, with_token):
+    headers = {"Content-Type": "application/json"}
+    if with_token:
+        headers["Authorization"] = f"Bearer {team_token(idp)}"
+    body = b'{"model": "gpt-4o-mini", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, raw, response_headers = raw_request(client.base_url, "POST", "/v1/chat/completions", headers=headers,
+                                                body=body)
+    assert status == 400 and response_headers["x-regate-reason"] == "json_too_deep", raw
+    assert assert_openai_error(json.loads(raw), 400) == "the request body nests JSON too deeply"
+    assert fresh_upstream.requests == []
+
+
+@pytest.mark.parametrize("stream", [1, "true", "yes"])
+def test_a_stream_flag_that_is_not_a_boolean_is_400(client, idp, fresh_upstream, stream):
+    status, body, headers = client.post("/v1/chat/completions", chat_body(stream=stream), token=team_token(idp))
+    assert status == 400 and headers["X-Regate-Reason"] == "bad_request", body
+    assert assert_openai_error(body, 400) == "`stream` must be true or false"
+    assert fresh_upstream.requests == []
