@@ -45,3 +45,31 @@ def test_a_stream_flag_that_is_not_a_boolean_is_400(client, idp, fresh_upstream,
     assert status == 400 and headers["X-Regate-Reason"] == "bad_request", body
     assert assert_openai_error(body, 400) == "`stream` must be true or false"
     assert fresh_upstream.requests == []
+
+
+LONE_SURROGATE_BODIES = [
+    ("/team/new", b'{"team_id": "t\\ud800"}'),
+    ("/team/new", b'{"team_id": "t-ok", "team_alias": "\\udfff"}'),
+    ("/team/update", b'{"team_id": "team-a", "team_alias": "\\ud800"}'),
+    ("/team/block", b'{"team_id": "\\ud800"}'),
+    ("/team/unblock", b'{"team_id": "\\ud800"}'),
+    ("/user/new", b'{"user_id": "u\\ud800"}'),
+    ("/user/new", b'{"user_id": "u-ok", "user_email": "a\\ud800@example.com"}'),
+    ("/key/generate", b'{"user_id": "\\ud800"}'),
+    ("/key/generate", b'{"user_id": "u-ok", "models": ["\\ud800"]}'),
+    ("/key/delete", b'{"keys": ["sk-\\ud800"]}'),
+    ("/key/delete", b'{"key_aliases": ["\\ud800"]}'),
+]
+
+
+def test_management_bodies_with_lone_surrogates_are_400_and_change_nothing(client, admin_token, enforcer):
+    from .test_state_management_input import snapshot
+
+    database_url = f"sqlite:///{enforcer.data_dir}/regate.db"
+    before = snapshot(database_url)
+    for path, raw in LONE_SURROGATE_BODIES:
+        status, body, headers = client.request("POST", path, token=admin_token, body=raw,
+                                               headers={"Content-Type": "application/json"})
+        assert status == 400, (path, raw, status, body)
+        assert "is not valid Unicode text" in assert_openai_error(body, 400)
+    assert snapshot(database_url) == before
