@@ -151,6 +151,10 @@ class _Connection:
         return data
 
     def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked on it in another thread
+        except OSError:
+            pass
         self.sock.close()
 
     def _wait(self) -> float:

@@ -99,6 +99,7 @@ spend_logs = sa.Table(
     sa.Column("end_user_id", sa.Text),
     sa.Column("key_hash", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("usage_estimated", sa.Boolean, nullable=False),  # v002
 )
 spend_totals = sa.Table(
     "spend_totals",

@@ -333,6 +333,35 @@ def test_upstream_dropping_mid_stream_raises_502(mock):
     assert call.usage is None
 
 
+
+# after the client left (issue 11, item 4) --------------------------------------------------------------------
+def test_drain_reads_on_to_the_usage(mock):
+    with openai_upstreams(mock).open("chat", stream_body(max_tokens=40), request_id="r") as call:
+        call.read_chunk()
+        call.drain(max_bytes=1 << 20)
+    assert call.usage == (4, 40) and mock.last_request.completed
+
+
+def test_drain_stops_at_the_byte_cap(mock):
+    with openai_upstreams(mock).open("chat", stream_body(max_tokens=5000), request_id="r") as call:
+        call.read_chunk()
+        call.drain(max_bytes=20_000)
+        assert call.usage is None and 20_000 / 300 < call.events < 5000
+    assert mock.disconnected.wait(5), "the upstream connection was not closed"
+
+
+def test_drain_gives_up_after_one_stream_wait(mock):
+    stall = threading.Event()
+    mock.push(Behavior(holds={3: stall}))
+    try:
+        with openai_upstreams(mock, stream_timeout=0.3).open("chat", stream_body(), request_id="r") as call:
+            call.read_chunk()
+            call.drain(max_bytes=1 << 20)
+            assert call.usage is None and call.events == 3
+    finally:
+        stall.set()
+
+
 # errors -----------------------------------------------------------------------------------------------------
 def test_upstream_error_status_and_body_pass_through(mock):
     behavior = Behavior.fail(429, "Rate limit reached for gpt-4o", type="requests", code="rate_limit_exceeded",
@@ -685,3 +714,21 @@ def test_ssl_cert_file_trusts_a_private_ca(tls_mock, local_ca, monkeypatch):
                                       api_key=UPSTREAM_KEY)], environ={})
     with upstreams.open("chat", CHAT, request_id="r") as call:
         assert call.status == 200
+
+
+def test_closing_the_drains_cuts_them_short_and_each_still_records(mock):
+    """At shutdown (gunicorn's worker_exit) a drain waiting on a stalled upstream stops at once, so its
+    spend reaches the writer before the writer flushes."""
+    from regate.enforcer.stream_drains import StreamDrains
+
+    stall = threading.Event()
+    mock.push(Behavior(hold=stall))
+    drains, recorded = StreamDrains(), []
+    try:
+        call = openai_upstreams(mock).open("chat", stream_body(), request_id="r")  # waits 600 s by default
+        call.read_chunk()
+        drains.start(call, lambda: recorded.append(call.events))
+        drains.close(timeout=10)
+        assert recorded == [1]
+    finally:
+        stall.set()
