@@ -149,6 +149,8 @@ def test_first_request_of_a_new_user_creates_it(client, idp, admin_token):
         ("Alice@CORP.Example.COM", {}, True),  # domains compare case-insensitively
         ("alice@example.com", {"email_verified": True}, True),
         ("alice@example.com", {"email_verified": False}, False),
+        ("alice@example.com", {"email_verified": "false"}, False),
+        ("alice@example.com", {"email_verified": 0}, False),
         ("alice@example.org", {}, False),
         ("alice@sub.example.com", {}, False),  # exact domain, not a suffix
         ("alice@notexample.com", {}, False),
