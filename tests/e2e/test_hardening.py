@@ -73,3 +73,47 @@ def test_management_bodies_with_lone_surrogates_are_400_and_change_nothing(clien
         assert status == 400, (path, raw, status, body)
         assert "is not valid Unicode text" in assert_openai_error(body, 400)
     assert snapshot(database_url) == before
+
+
+def test_a_dead_workers_gauges_leave_the_metrics(idp, upstream, fresh_upstream, opa, tmp_path):
+    """With several workers the gauges are summed over live workers' files; a worker killed while it
+    held a stream must not leave its in-flight count behind (gunicorn's child_exit hook)."""
+    import os
+    import signal
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from tests.support.enforcer import EnforcerProcess
+    from tests.support.mock_openai import Behavior
+
+    from .conftest import EXAMPLE, Client, SseStream, enforcer_env, metric
+
+    def workers(master: int) -> set[int]:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            return {int(pid) for pid in f.read().split()}
+
+    with EnforcerProcess(EXAMPLE, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=tmp_path,
+                         workers=2) as proc:
+        client = Client(proc.url)
+        stats = SimpleNamespace(client=client)
+        hold = threading.Event()
+        fresh_upstream.push(Behavior(hold=hold))
+        stream = SseStream(proc.url, team_token(idp), chat_body(stream=True))
+        try:
+            stream.read_events(1)
+            assert metric(stats, "regate_requests_in_flight") == 2  # the stream, and this /metrics request
+            old = workers(proc.proc.pid)
+            for pid in old:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while len(workers(proc.proc.pid) - old) < 2:
+                assert time.monotonic() < deadline, "gunicorn did not replace its workers"
+                time.sleep(0.1)
+            proc.wait_ready()
+            client.close()
+            assert metric(stats, "regate_requests_in_flight") == 1  # only this /metrics request
+        finally:
+            hold.set()
+            stream.close()
+            client.close()

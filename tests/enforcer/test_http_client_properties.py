@@ -10,21 +10,19 @@ REGATE_PROPERTY_EXAMPLES raises the example count for a longer local run.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from dataclasses import dataclass
 
 import h11
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from regate.enforcer.http_client import ConnectionPool, ProtocolError
+from tests.support.properties import bounded
 
-EXAMPLES = int(os.environ.get("REGATE_PROPERTY_EXAMPLES", "150"))
-PROPERTY = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+PROPERTY = bounded(150)
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7f)) + " \t"
