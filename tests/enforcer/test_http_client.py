@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -88,7 +89,9 @@ def test_idle_connection_closed_by_the_server_is_replaced(server, pool):
     server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
     assert post(pool)[1] == b"ok"
     server.close_idle_connections()  # the keep-alive timeout of a real server
-    time.sleep(0.1)  # let the FIN arrive: the check at checkout sees it, it does not wait for it
+    # Wait for the FIN to arrive (readable: the peer's end); the check at checkout sees it, it does not wait for it.
+    [idle] = pool._idle
+    assert select.select([idle.sock], [], [], 10)[0]
     assert post(pool)[1] == b"next"
     assert server.connections == 2
 
