@@ -117,3 +117,77 @@ def test_a_dead_workers_gauges_leave_the_metrics(idp, upstream, fresh_upstream, 
             hold.set()
             stream.close()
             client.close()
+
+
+# A hostile upstream (issue 11, items 1 and 8) ---------------------------------------------------------------
+def smuggling_answer(request: bytes) -> bytes:
+    """An OpenAI chat completion echoing the caller's message, with usage of its own, followed by a
+    second complete answer nobody asked for: on a reused connection, the next caller's answer."""
+    body = json.loads(request.split(b"\r\n\r\n", 1)[1])
+    text = body["messages"][-1]["content"]
+    n = int(text.rsplit("-", 1)[1])
+    completion = json.dumps({"id": f"chatcmpl-{n}", "object": "chat.completion", "model": body["model"],
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo {text}"},
+                                          "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": 10 * n, "completion_tokens": n,
+                                       "total_tokens": 11 * n}}).encode()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(completion), completion)
+    return answer + answer
+
+
+@pytest.fixture(scope="module")
+def hostile(idp, upstream, opa, tmp_path_factory):
+    """The enforcer on examples/regate.yaml whose OpenAI upstream is a scripted, hostile server."""
+    from tests.support.enforcer import EnforcerProcess
+    from tests.support.scripted_server import ScriptedServer
+
+    from .conftest import EXAMPLE, Client, enforcer_env
+
+    server = ScriptedServer(respond=smuggling_answer)
+    env = {**enforcer_env(idp, upstream), "OPENAI_API_BASE": f"http://127.0.0.1:{server.port}/v1"}
+    with EnforcerProcess(EXAMPLE, env=env, opa_url=opa.url, data_dir=tmp_path_factory.mktemp("hostile")) as proc:
+        client = Client(proc.url)
+        yield client, server
+        client.close()
+    server.close()
+
+
+def test_each_caller_gets_its_own_answer_and_spend_from_a_smuggling_upstream(hostile, idp, admin_token):
+    client, server = hostile
+    teams = [f"desync-{i}" for i in range(1, 6)]
+    for n, team in enumerate(teams, start=1):
+        status, body, headers = client.post("/v1/chat/completions", chat_body(content=f"user-{n}"),
+                                            token=team_token(idp, team=team, user=f"desync-user-{n}"))
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == f"echo user-{n}", f"caller {n} got another's answer"
+        assert body["usage"]["prompt_tokens"] == 10 * n
+    assert server.connections == len(teams)  # every connection was given up, none reused
+    for n, team in enumerate(teams, start=1):
+        rows = wait_for_rows(client, admin_token, team)
+        assert [(r["prompt_tokens"], r["completion_tokens"], r["user_id"]) for r in rows] == [
+            (10 * n, n, f"desync-user-{n}")]
+
+
+def wait_for_rows(client, admin_token: str, team: str) -> list[dict]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while not (rows := client.get(f"/spend/logs?team_id={team}", token=admin_token)[1]):
+        assert time.monotonic() < deadline, f"no spend row for {team}"
+        time.sleep(0.1)
+    return rows
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \xb2\r\n\r\n",
+    b"HTTP/1.1 2\xb20 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nx-ratelimit-remaining-requests: 1\rSet-Cookie: a=b\r\nContent-Length: 2\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nx-ratelimit-remaining-requests: \x01\r\nContent-Length: 2\r\n\r\n",
+], ids=["unicode-length", "unicode-status", "bare-cr", "control-byte"])
+def test_a_malformed_upstream_answer_is_502_bad_response(hostile, idp, head):
+    client, server = hostile
+    server.answer(head + b"{}", close=True)
+    status, body, headers = client.post("/v1/chat/completions", chat_body(content="user-1"), token=team_token(idp))
+    assert (status, headers.get("X-Regate-Reason")) == (502, "upstream_bad_response"), body
+    assert "sent a malformed answer" in assert_openai_error(body, 502)

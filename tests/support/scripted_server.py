@@ -6,6 +6,7 @@ import socket
 import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -18,16 +19,18 @@ class Script:
 
 
 class ScriptedServer:
-    """Reads each request (head and Content-Length body) and answers with the next script.
-    With `ssl_context` (a server context) it speaks TLS."""
+    """Reads each request (head and Content-Length body) and answers with the next script, or when
+    none is queued, with `respond(request bytes)`. With `ssl_context` (a server context) it speaks TLS."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None,
+                 respond: Callable[[bytes], bytes] | None = None) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.scripts: deque[Script] = deque()
         self.requests: list[bytes] = []
         self.connections = 0
         self._ssl_context = ssl_context
+        self._respond = respond
         self._open: list[socket.socket] = []
         self._stopping = threading.Event()  # cuts delays and drips short at close()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -72,8 +75,9 @@ class ScriptedServer:
                     head += line
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + reader.read(length))
-                script = self.scripts.popleft()
+                request = head + reader.read(length)
+                self.requests.append(request)
+                script = self.scripts.popleft() if self.scripts or not self._respond else Script(self._respond(request))
                 if self._stopping.wait(script.delay):
                     return
                 if script.drip:
