@@ -37,15 +37,23 @@ import time
 from collections import deque
 from collections.abc import Mapping
 
-MAX_LINE = 64 * 1024  # status line, header line, chunk-size line
+MAX_LINE = 64 * 1024  # a chunk-size line
+MAX_SECTION = 64 * 1024  # a status line with its header section, or a trailer section
 MAX_HEADERS = 100  # header lines of one answer, and trailer lines
 MAX_INTERIM = 10  # 1xx answers before the real one
 READ_SIZE = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 # RFC 9110 grammar, ASCII only: str.isdigit() and \d would accept "²" or "٣".
-_STATUS_LINE = re.compile(r"(HTTP/1\.[01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_STATUS_LINE = re.compile(r"(HTTP/1\.[01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?\r?\n")
+# A header (or trailer) line: a token, a colon, a value of visible characters, blanks and obs-text,
+# CRLF or LF. A CR anywhere else, NUL or another control byte makes the section malformed.
+# (The value is runs of visible characters between blanks, as h11 writes it: no two ways to match a
+# line, so no backtracking that grows with its length.)
+_FIELD = (r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+          r"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*\r?\n")
+_FIELDS = re.compile(f"(?:{_FIELD})*")
+_FIELD_ITEM = re.compile(_FIELD)
+_SECTION_END = re.compile(rb"\n\r?\n")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 # A chunk-size line: the size, an optional extension (ignored), optional trailing blanks, CRLF.
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:;[\t\x20-\x7e\x80-\xff]*)?[ \t]*\r\n")
@@ -126,6 +134,30 @@ class _Connection:
         self.buffer += data
         return True
 
+    def section(self, what: str) -> str:
+        """The lines up to the first empty one, as latin-1 text with their line ends (the empty
+        line is consumed, not returned); ProtocolError beyond MAX_SECTION bytes."""
+        start = 0
+        while True:
+            buffer = self.buffer
+            if buffer[:1] == b"\n" or buffer[:2] == b"\r\n":
+                del buffer[:1 if buffer[:1] == b"\n" else 2]
+                return ""
+            match = _SECTION_END.search(buffer, start)
+            if match is not None:
+                break
+            if len(buffer) > MAX_SECTION:
+                raise ProtocolError(f"the {what} is longer than {MAX_SECTION} bytes")
+            start = max(len(buffer) - 2, 0)
+            if not self.fill():
+                raise IncompleteAnswer(f"the connection ended in the {what}" if self.buffer or self.received
+                                       else "the connection ended before an answer")
+        if match.end() > MAX_SECTION:
+            raise ProtocolError(f"the {what} is longer than {MAX_SECTION} bytes")
+        text = self.buffer[:match.start() + 1].decode("latin-1")
+        del self.buffer[:match.end()]
+        return text
+
     def line(self, what: str) -> bytes:
         """One line with its end; ProtocolError when longer than MAX_LINE, IncompleteAnswer at the end."""
         start = 0
@@ -146,7 +178,8 @@ class _Connection:
         """Up to `size` buffered bytes, else those of one receive; b"" at the connection's end."""
         if not self.buffer and not self.fill():
             return b""
-        data = bytes(self.buffer[:size])
+        with memoryview(self.buffer) as view:
+            data = bytes(view[:size])
         del self.buffer[:size]
         return data
 
@@ -274,8 +307,7 @@ class Response:
         self._connection = connection
         self._released = False
         for _ in range(MAX_INTERIM + 1):
-            self.status, version = self._read_status_line()
-            self.header_items = self._read_fields("header section")
+            self.status, version, self.header_items = self._read_head()
             if self.status == 101:
                 raise ProtocolError("the answer switches protocols (101), which was not asked for")
             if not 100 <= self.status < 200:
@@ -298,12 +330,13 @@ class Response:
             # chunked, is how responses are smuggled (RFC 9112 §6.3 "ought to be handled as an error").
             if self.headers["transfer-encoding"].lower() != "chunked" or "content-length" in self.headers:
                 raise ProtocolError("the answer's Transfer-Encoding is not exactly 'chunked' without a Content-Length")
+        length = _content_length(self.headers["content-length"]) if "content-length" in self.headers else None
         if method == "HEAD" or self.status in _NO_BODY_STATUSES:
             self._remaining = 0
         elif "transfer-encoding" in self.headers:
             self._chunked = True
-        elif "content-length" in self.headers:
-            self._remaining = _content_length(self.headers["content-length"])
+        elif length is not None:
+            self._remaining = length
         else:
             self._will_close = True
         if self._remaining == 0:
@@ -368,27 +401,13 @@ class Response:
             self._connection.close()
 
     # internals ------------------------------------------------------------------------
-    def _read_status_line(self) -> tuple[int, str]:
-        line = self._connection.line("status line").decode("latin-1")
-        match = _STATUS_LINE.fullmatch(_strip_line_end(line))
+    def _read_head(self) -> tuple[int, str, list[tuple[str, str]]]:
+        """Status, HTTP version and header fields of one answer (an interim one, or the final one)."""
+        head = self._connection.section("header section")
+        match = _STATUS_LINE.match(head)
         if match is None:
             raise ProtocolError("the answer does not start with an HTTP/1.x status line")
-        return int(match.group(2)), match.group(1)
-
-    def _read_fields(self, what: str) -> list[tuple[str, str]]:
-        """A header or trailer section: `name: value` lines up to an empty line."""
-        items: list[tuple[str, str]] = []
-        while True:
-            line = _strip_line_end(self._connection.line(what).decode("latin-1"))
-            if not line:
-                return items
-            if len(items) == MAX_HEADERS:
-                raise ProtocolError(f"the answer has more than {MAX_HEADERS} {what.split()[0]}s")
-            name, colon, value = line.partition(":")
-            value = value.strip(" \t")
-            if not colon or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-                raise ProtocolError(f"the answer has a malformed header line (in its {what})")
-            items.append((name, value))
+        return int(match.group(2)), match.group(1), _fields(head, match.end(), "header")
 
     def _read_chunked(self, size: int) -> bytes:
         connection = self._connection
@@ -402,7 +421,7 @@ class Response:
                 raise ProtocolError("the answer has a malformed chunk size")
             self._chunk_left = int(match.group(1), 16)
             if self._chunk_left == 0:
-                self.trailers = self._read_fields("trailer section")
+                self.trailers = _fields(connection.section("trailer section"), 0, "trailer")
                 self.done = True
                 return b""
         data = connection.read1(min(size, self._chunk_left))
@@ -413,9 +432,14 @@ class Response:
         return data
 
 
-def _strip_line_end(line: str) -> str:
-    """A line without its CRLF (or bare LF); a CR anywhere else stays and makes the line malformed."""
-    return line[:-2] if line.endswith("\r\n") else line[:-1]
+def _fields(text: str, start: int, kind: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a header or trailer section, whole lines from `start` on."""
+    if not _FIELDS.fullmatch(text, start):
+        raise ProtocolError(f"the answer has a malformed header line (in its {kind} section)")
+    items = _FIELD_ITEM.findall(text, start)
+    if len(items) > MAX_HEADERS:
+        raise ProtocolError(f"the answer has more than {MAX_HEADERS} {kind}s")
+    return items
 
 
 def _tokens(value: str) -> list[str]:

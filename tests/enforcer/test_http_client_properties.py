@@ -4,14 +4,12 @@ trailers, pipelined bytes) must be read exactly as h11 reads them, and mutated o
 h11's message or a clean ProtocolError; never another exception, and never a connection back in the
 pool after any framing anomaly (the desync of issue 11, item 1).
 
-Each example is a real exchange over loopback TCP: the server sends the bytes and ends its side.
+Each example is a real exchange over loopback TCP: the server sends the bytes and closes.
 REGATE_PROPERTY_EXAMPLES raises the example count for a longer local run.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 from dataclasses import dataclass
 
 import h11
@@ -21,6 +19,7 @@ from hypothesis import strategies as st
 
 from regate.enforcer.http_client import ConnectionPool, ProtocolError
 from tests.support.properties import bounded
+from tests.support.scripted_server import ScriptedServer
 
 PROPERTY = bounded(150)
 
@@ -29,47 +28,9 @@ VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7f)) + " \t"
 FRAMING_HEADERS = {"content-length", "transfer-encoding", "connection"}
 
 
-class OneShotServer:
-    """Loopback server: on each connection, reads one request, sends `payload`, and ends its side."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.payload = b""
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn, self.payload), daemon=True).start()
-
-    @staticmethod
-    def _serve(conn: socket.socket, payload: bytes) -> None:
-        with conn:
-            try:
-                received = b""
-                while b"\r\n\r\n" not in received:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    received += data
-                conn.sendall(payload)
-                conn.shutdown(socket.SHUT_WR)
-                while conn.recv(65536):  # until the client closes
-                    pass
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 @pytest.fixture(scope="module")
 def server():
-    s = OneShotServer()
+    s = ScriptedServer()
     yield s
     s.close()
 
@@ -123,10 +84,10 @@ def reference(data: bytes) -> Reference:
             return Reference(None, False)
 
 
-def exchange(server: OneShotServer, data: bytes) -> tuple[Message | None, bool]:
-    """How regate's client reads `data`: (the message, or None for a ProtocolError; whether the
-    connection went back to the pool). Any other exception fails the test."""
-    server.payload = data
+def exchange(server: ScriptedServer, data: bytes) -> tuple[Message | None, bool]:
+    """How regate's client reads `data`, then the connection's end: (the message, or None for a
+    ProtocolError; whether the connection went back to the pool). Any other exception fails the test."""
+    server.answer(data, close=True)
     pool = ConnectionPool("http", "127.0.0.1", server.port)
     try:
         response = pool.request("POST", "/", b"", {}, connect_timeout=5, timeout=10)
