@@ -159,15 +159,14 @@ class _Connection:
         return text
 
     def line(self, what: str) -> bytes:
-        """One line with its end; ProtocolError when longer than MAX_LINE, IncompleteAnswer at the end."""
+        """One line of a chunked body, with its end; ProtocolError when longer than MAX_LINE."""
         start = 0
         while (end := self.buffer.find(b"\n", start)) < 0:
             if len(self.buffer) > MAX_LINE:
                 raise ProtocolError(f"the {what} is longer than {MAX_LINE} bytes")
             start = len(self.buffer)
             if not self.fill():
-                raise IncompleteAnswer(f"the connection ended in the {what}" if self.buffer or self.received
-                                       else "the connection ended before an answer")
+                raise IncompleteAnswer(f"the connection ended in the {what}")
         if end >= MAX_LINE:
             raise ProtocolError(f"the {what} is longer than {MAX_LINE} bytes")
         line = bytes(self.buffer[:end + 1])
