@@ -9,6 +9,7 @@ The store (SQLite) is snapshotted before the cross-team attempts and compared af
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -82,11 +83,16 @@ def world(stack, idp):
             status, answer, _ = client.post(path, body, token=admin)
             assert status == 200, answer
         keys[team] = answer["key"]
-    for token in (*tokens.values(), *keys.values()):
+    callers = (*tokens.values(), *keys.values())
+    for token in callers:
         status, body, _ = client.post("/v1/chat/completions", chat_body(), token=token)
         assert status == 200, body
     status, body, _ = client.post("/team/block", {"team_id": "own-c"}, token=admin)
     assert status == 200, body
+    deadline = time.monotonic() + 10
+    while client.get("/global/spend", token=admin)[1]["requests"] < len(callers):  # the writer batches
+        assert time.monotonic() < deadline, "the spend of the calls was not written"
+        time.sleep(0.05)
     return SimpleNamespace(admin=admin, keys=keys, **tokens)
 
 
