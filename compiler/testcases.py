@@ -278,6 +278,12 @@ class _Builder:
         case("test_email_subdomain_is_403", f"dev@sub.{domain}", False)
         case("test_missing_email_is_403", None, False)
         case("test_unverified_email_is_403", f"dev@{domain}", False, {"email_verified": False})
+        case("test_email_verified_true_is_allowed", f"dev@{domain}", True, {"email_verified": True})
+        # Only `true` (or no claim) verifies: strings, numbers and null that some IdPs send do not.
+        case("test_email_verified_string_false_is_403", f"dev@{domain}", False, {"email_verified": "false"})
+        case("test_email_verified_string_true_is_403", f"dev@{domain}", False, {"email_verified": "true"})
+        case("test_email_verified_zero_is_403", f"dev@{domain}", False, {"email_verified": 0})
+        case("test_email_verified_null_is_403", f"dev@{domain}", False, {"email_verified": None})
 
     def users(self):
         p = self.policy

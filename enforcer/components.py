@@ -13,6 +13,7 @@ from .settings import Settings
 from .spend import SpendWriter
 from .state_sync import BlockSync
 from .store import Store
+from .stream_drains import StreamDrains
 from .team_facts import TeamFacts
 from .tokens import TokenVerifier
 from .upstreams import Upstreams
@@ -21,7 +22,7 @@ log = logging.getLogger("regate")
 
 
 class Components:
-    """Store, OPA client, JWT verifier, upstreams, spend writer and block sync of one worker."""
+    """Store, OPA client, JWT verifier, upstreams, spend writer, stream drains and block sync of one worker."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -38,6 +39,7 @@ class Components:
                            ttl=settings.user_cache_ttl)
         self.upstreams = Upstreams(config.deployments, environ=settings.environ)
         self.spend = SpendWriter(self.store, spool_dir=settings.spool_dir)
+        self.drains = StreamDrains()
         self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
                                     check_interval=settings.state_check_interval)
         self.decisions = DecisionCache(self.opa, ttl=settings.decision_cache_ttl,
@@ -53,6 +55,7 @@ class Components:
     def close(self) -> None:
         """Stop background work and flush spend; safe to call twice."""
         self.block_sync.stop()
+        self.drains.close()  # before the writer: a drain cut short still records its spend
         self.spend.close()
         self.upstreams.close()
         self.opa.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 
-from regate.common.errors import RegateError
+from regate.common.errors import BadRequestError, RegateError
 
 from . import metrics
 from .bodies import json_body
@@ -29,6 +29,7 @@ log = logging.getLogger("regate.access")
 
 EXEMPT_PREFIXES = ("/health/",)
 EXEMPT_PATHS = ("/metrics",)
+MAX_MODEL_NAME = 256
 # Routes whose JSON body names the model the decision may depend on (virtual-key model lists).
 MODEL_ROUTES = frozenset(
     {"/chat/completions", "/v1/chat/completions", "/completions", "/v1/completions", "/embeddings", "/v1/embeddings"}
@@ -61,6 +62,9 @@ def _request_model(path: str):
         return None
     body = json_body()
     model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
+        # Refused before OPA: the model is part of the decision's input, and of its cache key.
+        raise BadRequestError(f"the model name is longer than {MAX_MODEL_NAME} characters", code="model_name_too_long")
     g.model = model if isinstance(model, str) else None
     return g.model
 

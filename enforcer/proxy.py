@@ -16,6 +16,7 @@ from .bodies import json_body
 from .pricing import quote
 from .responses import from_error
 from .spend_record import SpendRecord
+from .usage_estimate import prompt_tokens
 
 log = logging.getLogger("regate.proxy")
 bp = Blueprint("proxy", __name__)
@@ -42,17 +43,26 @@ class _SpendContext:
         auth = g.auth
         subject = auth.subject
         self.writer = components.spend
+        self.drains = components.drains
         self.base = dict(
             request_id=g.request_id, route=route, model=model,
             user_id=subject["user_id"], team_id=subject["team_id"], organization_id=subject["org_id"],
             end_user_id=subject["end_user_id"], key_hash=auth.credential.key_hash,
         )
         self.started_at = datetime.now(timezone.utc)
+        self.prompt_estimate = 0  # set for streams: the prompt's tokens if the usage never comes
 
     def record(self, call, status: str) -> None:
-        prompt, completion = (call.usage or (0, 0)) if call is not None else (0, 0)
+        usage = call.usage if call is not None else None
+        # A stream without its usage (the client left and the upstream did not finish in time,
+        # or it sends none) was still billed: estimate, never zero, and say so in the log.
+        estimated = usage is None and call is not None and call.is_stream
+        if estimated:
+            usage = (self.prompt_estimate, call.events)
+            metrics.SPEND_EVENTS.labels("estimated").inc()
+        prompt, completion = usage or (0, 0)
         nanos = 0
-        if call is not None and call.usage is not None:
+        if usage is not None:
             priced = quote(call.deployment, prompt, completion)
             nanos = priced.nanos
             if not priced.priced:
@@ -60,7 +70,7 @@ class _SpendContext:
         self.writer.submit(SpendRecord(
             started_at=self.started_at, ended_at=datetime.now(timezone.utc),
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-            spend_nanos=nanos, status=status, **self.base,
+            spend_nanos=nanos, status=status, usage_estimated=estimated, **self.base,
         ))
 
 
@@ -88,16 +98,19 @@ def _forward(kind: str):
             call.close()
         spend.record(call, "success" if call.ok else "failure")
         return Response(json.dumps(data), status=call.status, headers=call.headers)
+    spend.prompt_estimate = prompt_tokens(kind, body)  # now: the body is not kept for a drain
     # Not direct_passthrough: Werkzeug would hand the bare generator to the server, and the
     # response's close callbacks (access log line, in-flight gauge) would never run.
     return Response(_relay(call, spend), status=call.status, headers=call.headers)
 
 
 def _relay(call, spend: _SpendContext):
-    """Pass the stream through chunk by chunk; if the client leaves, the upstream stream is closed."""
+    """Pass the stream through chunk by chunk; if the client leaves, the rest is read in the
+    background for the usage (stream_drains.py), off this request."""
     status = "incomplete"
+    client_left = False
     try:
-        for chunk in call.iter_chunks():
+        while chunk := call.read_chunk():
             yield chunk
         status = "success"
     except UpstreamError as e:
@@ -105,9 +118,15 @@ def _relay(call, spend: _SpendContext):
         # Headers are gone already: end the stream with an SSE error event the client can read.
         error = {"error": {"message": e.message, "type": "upstream_error", "param": None, "code": str(e.status)}}
         yield f"data: {json.dumps(error)}\n\n".encode()
+    except GeneratorExit:  # the server closes the response: the client went away
+        client_left = True
+        raise
     finally:
-        call.close()
-        spend.record(call, status)
+        if client_left:
+            spend.drains.start(call, lambda: spend.record(call, "incomplete"))
+        else:
+            call.close()
+            spend.record(call, status)
 
 
 def _register(kind: str, paths: tuple[str, ...]) -> None:

@@ -169,7 +169,8 @@ class TokenVerifier:
     """
 
     def __init__(self, settings: JwtSettings, keyset: KeySet | None = None, *, clock: Callable[[], float] = time.time,
-                 cache_size: int = 4096, issuer_keysets: dict[str, KeySet] | None = None):
+                 cache_size: int = 4096, cache_bytes: int = 16 * 1024 * 1024,
+                 issuer_keysets: dict[str, KeySet] | None = None):
         self.settings = settings
         # keyset: JWT_PUBLIC_KEY_URL's (None when unset); issuer_keysets: one per issuers entry.
         self.keyset = keyset if keyset is not None else (KeySet(settings) if settings.jwks_urls else None)
@@ -185,8 +186,10 @@ class TokenVerifier:
         self._clock = clock
         # token -> (claims, alg, kid, the key that verified it). The signature check is most of a
         # verification's cost; a cached one counts only while the keyset still serves that very key
-        # object (every fetch makes new ones), and the claims are re-checked on every use.
-        self._verified = TtlCache(settings.public_key_ttl, maxsize=cache_size)
+        # object (every fetch makes new ones), and the claims are re-checked on every use. Bounded in
+        # bytes too: tokens run up to 8 KiB, and their claims weigh about as much again.
+        self._verified = TtlCache(settings.public_key_ttl, maxsize=cache_size, max_bytes=cache_bytes,
+                                  size_of=lambda token, _: 2 * len(token) + 1024)
 
     def keysets(self) -> list[KeySet]:
         return [source.keyset for source in self._issuers.values()] + ([self.keyset] if self.keyset else [])

@@ -146,6 +146,8 @@ def test_first_request_of_a_new_user_creates_it(client, idp, admin_token):
         ("Alice@CORP.Example.COM", {}, True),  # domains compare case-insensitively
         ("alice@example.com", {"email_verified": True}, True),
         ("alice@example.com", {"email_verified": False}, False),
+        ("alice@example.com", {"email_verified": "false"}, False),
+        ("alice@example.com", {"email_verified": 0}, False),
         ("alice@example.org", {}, False),
         ("alice@sub.example.com", {}, False),  # exact domain, not a suffix
         ("alice@notexample.com", {}, False),
@@ -428,3 +430,35 @@ def test_stalled_stream_ends_with_a_timeout_event(docs_stack, idp, fresh_upstrea
     assert events[0].startswith("data: {") and '"chat.completion.chunk"' in events[0]
     last = json.loads(events[-1].removeprefix("data: "))
     assert last["error"]["code"] == "504" and "sent nothing for 1s" in last["error"]["message"], last
+
+
+def test_a_stream_left_early_whose_upstream_stalls_is_billed_an_estimate(docs_stack, idp, fresh_upstream):
+    """`stream_timeout: 1`: after the client left, regate waits that long for the usage, then records
+    an estimate (marked as one) rather than nothing: the prompt counted locally, one token per event."""
+    import threading
+
+    from regate.enforcer import usage_estimate
+
+    from .conftest import SseStream
+
+    team = f"docs-leaver-{time.monotonic_ns()}"
+    left, stall = threading.Event(), threading.Event()
+    fresh_upstream.push(Behavior(holds={1: left, 11: stall}))  # 1 event, then 10 after the client left, then none
+    request = chat_body(model="gpt-4o-mini-1s", content="an estimate of these tokens", stream=True, max_tokens=50)
+    stream = SseStream(docs_stack.base_url, idp.mint({"client_id": team}), request)
+    request_id = stream.response.getheader("X-Request-ID")
+    try:
+        stream.read_events(1)
+        stream.close()
+        left.set()
+        deadline = time.monotonic() + 15
+        while not (rows := docs_stack.get(f"/spend/logs?team_id={team}", token="sk-1234")[1]):
+            assert time.monotonic() < deadline, "no spend row"
+            time.sleep(0.1)
+    finally:
+        left.set()
+        stall.set()
+    [row] = rows
+    assert row["request_id"] == request_id
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (usage_estimate.prompt_tokens("chat", request), 11)
+    assert (row["status"], row["usage_estimated"]) == ("incomplete", True)

@@ -320,6 +320,22 @@ def test_a_verified_token_is_not_reverified_while_its_key_is_served(fresh_idp, m
     assert len(checks) == 2 and fresh_idp.fetch_count == 2
 
 
+def test_the_verified_token_cache_is_bounded_in_bytes(fresh_idp, monkeypatch):
+    """Tokens run up to 8 KiB: the cache holds as many as its byte budget allows, dropping the oldest."""
+    checks = []
+    original = TokenVerifier._check_signature
+    monkeypatch.setattr(TokenVerifier, "_check_signature",
+                        staticmethod(lambda *args: checks.append(1) or original(*args)))
+    verifier = TokenVerifier(verifier_for(fresh_idp, FakeClock()).settings, cache_bytes=40_000)
+    tokens = [fresh_idp.mint({"pad": f"{i}" * 4000}) for i in range(8)]  # ~5.5 KiB each: ~12 KB cached
+    for token in tokens:
+        verifier.verify(token)
+    verifier.verify(tokens[-1])  # still cached
+    assert len(checks) == 8
+    verifier.verify(tokens[0])  # dropped to stay within 40 KB
+    assert len(checks) == 9
+
+
 def test_a_cached_token_still_expires(idp, verifier):
     now = [1000.0]
     checker = TokenVerifier(verifier.settings, verifier.keyset, clock=lambda: now[0])

@@ -303,6 +303,61 @@ test_unverified_email_is_403 if {
 	d.upsert_team == false
 }
 
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_true_is_allowed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": true}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_string_false_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": "false"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_string_true_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": "true"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_zero_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": 0}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_null_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": null}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 test_unknown_user_is_401 if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}

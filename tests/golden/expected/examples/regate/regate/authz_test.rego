@@ -314,6 +314,61 @@ test_unverified_email_is_403 if {
 	d.upsert_team == false
 }
 
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
+test_email_verified_true_is_allowed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": true}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
+test_email_verified_string_false_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": "false"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
+test_email_verified_string_true_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": "true"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
+test_email_verified_zero_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": 0}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (regate.yaml:38)
+test_email_verified_null_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com", "email_verified": null}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
 # general_settings.litellm_jwtauth.user_id_upsert (regate.yaml:39)
 test_unknown_user_is_upserted if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "user-1", "email": "dev@corp.example.com"}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}

@@ -314,6 +314,61 @@ test_unverified_email_is_403 if {
 	d.upsert_team == false
 }
 
+# general_settings.litellm_jwtauth.user_allowed_email_domain (email-domain-upsert.yaml:7)
+test_email_verified_true_is_allowed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com", "email_verified": true}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (email-domain-upsert.yaml:7)
+test_email_verified_string_false_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com", "email_verified": "false"}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (email-domain-upsert.yaml:7)
+test_email_verified_string_true_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com", "email_verified": "true"}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (email-domain-upsert.yaml:7)
+test_email_verified_zero_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com", "email_verified": 0}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (email-domain-upsert.yaml:7)
+test_email_verified_null_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com", "email_verified": null}}, "facts": {"user_id": "dev@my-co.com", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
 # general_settings.litellm_jwtauth.user_id_upsert (email-domain-upsert.yaml:8)
 test_unknown_user_is_upserted if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "email": "dev@my-co.com"}}, "facts": {"user_id": "dev@my-co.com", "user_exists": false, "teams": {"team-a": []}}}

@@ -1,4 +1,4 @@
-"""Version 2: indexes on team and organization aliases, which JWT claims and the
+"""Version 3: indexes on team and organization aliases, which JWT claims and the
 x-litellm-team-id header resolve to ids on the request path.
 
 Frozen once released; later changes go into new migrations.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
-VERSION = 2
+VERSION = 3
 NAME = "alias indexes"
 
 
