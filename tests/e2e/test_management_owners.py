@@ -4,6 +4,7 @@ only on its own team, user and keys, on every management endpoint (issue 11, ite
 Its own config, OPA and enforcer: `team_allowed_routes` and `user_allowed_routes` grant
 management_routes and both spend-tracking groups, so the policy lets team and user tokens reach
 every management handler and the owner checks are all that stands between one team and another.
+A token with several teams (`groups`) is the owner of the one team its request runs as.
 The store (SQLite) is snapshotted before the cross-team attempts and compared after them.
 """
 
@@ -40,6 +41,7 @@ general_settings:
   litellm_jwtauth:
     admin_allowed_routes: [management_routes, spend_tracking_routes, global_spend_tracking_routes, info_routes]
     team_id_jwt_field: team_id
+    team_ids_jwt_field: groups
     team_allowed_routes: [openai_routes, info_routes, management_routes, spend_tracking_routes,
                           global_spend_tracking_routes]
     user_allowed_routes: [openai_routes, info_routes, management_routes, spend_tracking_routes,
@@ -179,3 +181,35 @@ def test_admins_act_on_every_team(stack, world):
     for path in ("/team/info?team_id=own-b", "/user/info?user_id=bob", "/spend/logs?team_id=own-b", "/global/spend"):
         status, body, _ = client.get(path, token=admin)
         assert status == 200, (path, body)
+
+
+def test_a_token_with_several_teams_owns_only_the_team_its_request_runs_as(stack, world, idp):
+    """The owner checks use the team the policy selected (x-litellm-team-id, else the first team),
+    never any other team of the token."""
+    client = stack.client
+    for team in ("own-m1", "own-m2"):
+        status, body, _ = client.post("/team/new", {"team_id": team}, token=world.admin)
+        assert status == 200, body
+    multi = idp.mint({"sub": "multi", "email": "multi@example.com", "groups": ["own-m1", "own-m2"]})
+    as_m2 = {"x-litellm-team-id": "own-m2"}
+    status, body, _ = client.get("/team/info", token=multi, headers=as_m2)  # and the user is upserted
+    assert status == 200 and body["team_id"] == "own-m2", body
+
+    before = snapshot(stack.database_url)
+    for method, path, body, headers in (
+        ("GET", "/team/info?team_id=own-m2", None, None),  # runs as own-m1, its first team
+        ("GET", "/team/info?team_id=own-m1", None, as_m2),
+        ("GET", "/spend/logs?team_id=own-m1", None, as_m2),
+        ("POST", "/key/generate", {"team_id": "own-m1"}, as_m2),
+        ("POST", "/key/generate", {"team_id": "own-m2"}, None),
+        ("POST", "/team/block", {"team_id": "own-m2"}, as_m2),  # admins only, even for the caller's team
+    ):
+        status, answer, answer_headers = client.request(method, path, token=multi, json_body=body, headers=headers)
+        assert (status, answer_headers.get("X-Regate-Reason")) == (403, "not_owner"), (method, path, headers, answer)
+    assert snapshot(stack.database_url) == before
+
+    for headers, team in ((as_m2, "own-m2"), (None, "own-m1")):
+        status, body, _ = client.post("/key/generate", {}, token=multi, headers=headers)
+        assert status == 200 and (body["team_id"], body["user_id"]) == (team, None), body
+    status, body, _ = client.get("/spend/logs?team_id=own-m2", token=multi, headers=as_m2)
+    assert status == 200, body
