@@ -3,7 +3,8 @@
 The enforcer looks up every team the credential could run as, read the way the policy
 reads them (with the claim fields of the token's issuer): the team id claim, the object id
 claim, the team list claim, the team alias claim, the default team, a virtual key's team,
-and the x-litellm-team-id header (as an id and as an alias).
+and the x-litellm-team-id header (as an id and as an alias; not for requests without a
+credential, which the policy judges on nothing else).
 Which of them the request runs as is the policy's choice (data.regate.teams), never this
 module's. A team list longer than the policy accepts is not looked up (the policy refuses
 the token). Answers are cached briefly per id and per alias.
@@ -87,7 +88,8 @@ class TeamFacts:
             org_alias = string_claim(claims, name("org_alias_field"))
         elif credential.type == "virtual_key" and credential.key and credential.key.get("team_id"):
             ids.append(credential.key["team_id"])
-        if requested is not None:
+        if requested is not None and credential.type != "none":
+            # Without a credential the policy judges nothing else: no store query for anyone's header.
             ids.append(requested)
             aliases.append(requested)
         return ids, aliases, org_alias

@@ -68,3 +68,11 @@ def test_every_team_the_credential_could_run_as_is_looked_up(facts):
 def test_a_team_list_over_the_bound_is_not_looked_up(facts):
     got = facts.for_credential(jwt(sub="u-sub", groups=[f"t-{i}" for i in range(101)]))
     assert "teams" not in got
+
+
+def test_a_request_without_a_credential_looks_nothing_up(facts, monkeypatch):
+    # The policy judges it on nothing else (missing_credential, or a public route): a header sent
+    # without a credential must cost no store query and no cache entry.
+    monkeypatch.setattr(Store, "team_models", lambda *a: pytest.fail("store queried"))
+    monkeypatch.setattr(Store, "team_ids_with_alias", lambda *a, **kw: pytest.fail("store queried"))
+    assert facts.for_credential(Credential("none"), requested_team="t-1") is None
