@@ -121,11 +121,13 @@ def client(enforcer):
 
 
 @contextlib.contextmanager
-def config_stack(opa_bin: str, config: Path, env: dict[str, str], work: Path) -> Iterator[Client]:
+def config_stack(opa_bin: str, config: Path, env: dict[str, str], work: Path,
+                 database_url: str | None = None) -> Iterator[Client]:
     """A config's own compiled bundle, OPA and enforcer (in `work`); yields a Client on the enforcer."""
     bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
     with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(config, env=env, opa_url=opa.url, data_dir=work / "data") as proc:
+        with EnforcerProcess(config, env=env, opa_url=opa.url, data_dir=work / "data",
+                             database_url=database_url) as proc:
             client = Client(proc.url)
             try:
                 yield client

@@ -15,11 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
-from tests.support.opa import OpaServer
-
-from .conftest import Client, assert_openai_error, chat_body, enforcer_env, team_token
+from .conftest import assert_openai_error, chat_body, config_stack, enforcer_env, team_token
 from .test_state_management_input import snapshot
 
 CONFIG = """\
@@ -58,14 +54,9 @@ def stack(opa_bin, idp, upstream, tmp_path_factory):
     work = tmp_path_factory.mktemp("team-management")
     config = work / "team-management.yaml"
     config.write_text(CONFIG)
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
     database_url = f"sqlite:///{work / 'regate.db'}"
-    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(config, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=work / "data",
-                             database_url=database_url) as proc:
-            client = Client(proc.url)
-            yield SimpleNamespace(client=client, database_url=database_url)
-            client.close()
+    with config_stack(opa_bin, config, enforcer_env(idp, upstream), work, database_url) as client:
+        yield SimpleNamespace(client=client, database_url=database_url)
 
 
 @pytest.fixture(scope="module")
