@@ -186,7 +186,10 @@ def test_a_token_with_several_teams_owns_only_the_team_its_request_runs_as(stack
     status, body, _ = client.get("/team/info", token=multi, headers=as_m2)  # and the user is upserted
     assert status == 200 and body["team_id"] == "own-m2", body
 
-    before = snapshot(stack.database_url)
+    def records():  # spend rows are left out: the earlier tests' calls may still be being written
+        return {table: rows for table, rows in snapshot(stack.database_url).items() if not table.startswith("spend_")}
+
+    before = records()
     for method, path, body, headers in (
         ("GET", "/team/info?team_id=own-m2", None, None),  # runs as own-m1, its first team
         ("GET", "/team/info?team_id=own-m1", None, as_m2),
@@ -197,7 +200,7 @@ def test_a_token_with_several_teams_owns_only_the_team_its_request_runs_as(stack
     ):
         status, answer, answer_headers = client.request(method, path, token=multi, json_body=body, headers=headers)
         assert (status, answer_headers.get("X-Regate-Reason")) == (403, "not_owner"), (method, path, headers, answer)
-    assert snapshot(stack.database_url) == before
+    assert records() == before
 
     for headers, team in ((as_m2, "own-m2"), (None, "own-m1")):
         status, body, _ = client.post("/key/generate", {}, token=multi, headers=headers)
