@@ -13,6 +13,8 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 ROLES = ("proxy_admin", "team", "internal_user")
+# A token naming more teams than this is refused (invalid_claims): one decision stays cheap.
+MAX_TEAMS_PER_TOKEN = 100
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,59 @@ class RouteSet:
     entries: tuple[str, ...]  # as written in the config: group names and paths
     exact: tuple[str, ...]  # sorted literal paths
     templates: tuple[str, ...]  # sorted templates, `{param}` matching one segment
+    prefixes: tuple[str, ...] = ()  # sorted `/prefix/` of `/prefix/*` entries: every path below it
+
+
+@dataclass(frozen=True)
+class RoleMapping:
+    """role_mappings entry: a role of the roles claim and the regate role it gives."""
+
+    role: str
+    internal_role: str
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class ModelGrant:
+    """A scope_mappings entry (scope → models), or the models of a role_permissions entry (role → models)."""
+
+    name: str
+    models: tuple[str, ...]
+    origin: Origin | None = None
+
+
+# Claim fields an issuers entry may set for its tokens: config key -> AuthPolicy field.
+ISSUER_FIELDS = {"team_id_jwt_field": "team_field", "team_ids_jwt_field": "team_ids_field",
+                 "user_id_jwt_field": "user_field", "user_email_jwt_field": "email_field",
+                 "org_id_jwt_field": "org_field", "end_user_id_jwt_field": "end_user_field"}
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An `issuers` entry: where its keys are, the audience its tokens must carry (None: not
+    checked), and the claim fields that replace the top-level ones for its tokens."""
+
+    issuer: str
+    audience: str | None
+    jwks_url: str | None  # None: the issuer's OpenID discovery document
+    fields: dict[str, Setting[ClaimField]]  # AuthPolicy field name -> the entry's claim
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class CustomPolicy:
+    """A custom_policies entry: the path as written (relative to the config), and once loaded
+    (compiler.custom_policies.load) its module name after regate.custom., text and shown path."""
+
+    path: str
+    origin: Origin | None = None
+    module: str = ""
+    text: str = field(default="", repr=False)
+    shown: str = ""  # the file as diagnostics name it
+
+    @property
+    def is_test(self) -> bool:
+        return self.module.endswith("_test")
 
 
 @dataclass(frozen=True)
@@ -70,11 +125,42 @@ class AuthPolicy:
     org_field: Setting[ClaimField | None]
     end_user_field: Setting[ClaimField | None]
     email_field: Setting[ClaimField | None]
+    team_ids_field: Setting[ClaimField | None]
+    team_alias_field: Setting[ClaimField | None]
+    org_alias_field: Setting[ClaimField | None]
+    team_id_default: Setting[str | None]
+    team_id_upsert: Setting[bool]
+    enforce_team_models: Setting[bool]
+    roles_field: Setting[ClaimField | None]
+    role_mappings: Setting[tuple[RoleMapping, ...]]
+    object_id_field: Setting[ClaimField | None]
+    enforce_rbac: Setting[bool]
+    role_models: Setting[tuple[ModelGrant, ...]]  # role_permissions models, by role (with enforce_rbac)
+    user_roles_field: Setting[ClaimField | None]
+    user_allowed_roles: Setting[tuple[str, ...]]
+    scope_mappings: Setting[tuple[ModelGrant, ...]]
+    enforce_scopes: Setting[bool]
+    custom_policies: Setting[tuple[CustomPolicy, ...]]
     email_domains: Setting[tuple[str, ...]]
     user_id_upsert: Setting[bool]
     public_key_ttl: Setting[float]
+    public_key_stale_ttl: Setting[float]
+    issuers: tuple[Issuer, ...]
     routes: dict[str, Setting[RouteSet]]  # keyed by role
+    public_routes: Setting[RouteSet]  # public_allowed_routes: any caller, with or without a credential
     master_key_configured: bool = False
+
+    def claim_field(self, name: str, issuer: str | None = None) -> ClaimField | None:
+        """The claim an AuthPolicy field (`team_field`, ...) names for tokens of `issuer`: the
+        issuers entry's own field when it sets one, else the top-level one."""
+        entry = next((i for i in self.issuers if i.issuer == issuer), None) if issuer else None
+        if entry is not None and name in entry.fields:
+            return entry.fields[name].value
+        return getattr(self, name).value
+
+    def mapped_roles(self, jwt_roles) -> set[str]:
+        """The regate roles a token's roles map to (role_mappings)."""
+        return {m.internal_role for m in self.role_mappings.value if m.role in jwt_roles}
 
     @property
     def checks_user_existence(self) -> bool:

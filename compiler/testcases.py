@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from regate.common.money import usd_to_nanos
-
+from . import access_testcases, budget_testcases, team_testcases
 from .model import ClaimField, Config
 from .routes import is_template
 
@@ -34,6 +33,8 @@ class DecisionCase:
     expect_reason: str | None = None
     state: dict | None = field(default_factory=lambda: STATE)
     expect_upsert: bool = False
+    expect_team: str | None = None  # the team the request runs as (subject.team_id), when the case names one
+    expect_upsert_team: bool = False
 
 
 def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
@@ -45,6 +46,13 @@ def _set_claim(claims: dict, claim: ClaimField, value) -> dict:
         node = node.setdefault(part, {})
     node[leaf] = value
     return claims
+
+
+def _claim_at(claims: dict, claim: ClaimField):
+    node = claims
+    for part in claim.path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _jwt(claims: dict, path: str, model: str | None = None, facts: dict | None = None) -> dict:
@@ -86,8 +94,17 @@ class _Builder:
     def cite(self, setting) -> str:
         return setting.cite(self.source)
 
-    def add(self, name, why, doc, allow, status, reason=None, state=STATE, upsert=False):
-        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state, upsert))
+    @property
+    def role_or_scope_models(self) -> bool:
+        """Role or scope model limits apply: the cases about key and team models (made-up model
+        names) would meet them too, so those are left to the role and scope cases."""
+        return bool(self.policy.role_models.value) or bool(self.policy.enforce_scopes.value)
+
+    def add(self, name, why, doc, allow, status, reason=None, state=STATE, upsert=False, team=None, upsert_team=False):
+        self.cases.append(DecisionCase(name, why, doc, allow, status, reason, state, upsert, team, upsert_team))
+
+    def with_claim(self, claims: dict, claim: ClaimField, value) -> dict:
+        return _set_claim(claims, claim, value)
 
     def claims_for(self, role: str, email: str | None = "dev@{domain}") -> dict:
         """Claims of a well-formed token of `role`, passing the email check when one is configured."""
@@ -99,6 +116,8 @@ class _Builder:
             claims = _set_claim(claims, p.team_field.value, TEAM)
         if role in ("team", "internal_user") and p.user_field.value:
             claims = _set_claim(claims, p.user_field.value, USER)
+        if role in ("team", "internal_user") and p.user_allowed_roles.value:
+            claims = _set_claim(claims, p.user_roles_field.value, [p.user_allowed_roles.value[0]])
         if p.email_field.value and email:
             domain = p.email_domains.value[0] if p.email_domains.value else "example.com"
             claims = _set_claim(claims, p.email_field.value, email.format(domain=domain))
@@ -108,25 +127,38 @@ class _Builder:
         """The user id the policy derives: the user claim, else (as in LiteLLM) the email."""
         p = self.policy
         for claim in (p.user_field.value, p.email_field.value):
-            if claim is None:
-                continue
-            node = claims
-            for part in claim.path:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, str) and node:
-                return node
+            value = _claim_at(claims, claim) if claim else None
+            if isinstance(value, str) and value:
+                return value
         return None
 
-    def token(self, claims: dict, path: str, *, user_exists: bool = True, facts_user: str | None = None) -> dict:
-        """A JWT input; with the store's facts about the derived user when the config checks users."""
+    def token(self, claims: dict, path: str, *, user_exists: bool = True, facts_user: str | None = None,
+              teams: dict | None = None) -> dict:
+        """A JWT input; with the store's facts about the derived user when the config checks users, and
+        about the teams the claims name: each in the store with no model limit, unless `teams` maps
+        it to its models, or to None for a team not in the store."""
         user = self.derived_user(claims)
-        facts = None
+        facts: dict = {}
         if self.policy.checks_user_existence and user:
             facts = {"user_id": facts_user or user, "user_exists": user_exists}
-        return _jwt(claims, path, facts=facts)
+        named = {team: [] for team in self.claimed_teams(claims)} | (teams or {})
+        if named:
+            facts["teams"] = {team: models for team, models in named.items() if models is not None}
+        return _jwt(claims, path, facts=facts or None)
+
+    def claimed_teams(self, claims: dict) -> list[str]:
+        """The team ids the claims name (id claim, team list), as the enforcer looks them up."""
+        p = self.policy
+        found = []
+        for claim in (p.team_field.value, p.team_ids_field.value):
+            value = _claim_at(claims, claim) if claim else None
+            values = value if isinstance(value, list) else [value]
+            found += [v for v in values if isinstance(v, str) and v]
+        return found
 
     def build(self) -> list[DecisionCase]:
         self.credentials()
+        self.public_routes()
         if self.policy.jwt_enabled.value:
             self.admin()
             self.team()
@@ -135,18 +167,29 @@ class _Builder:
             self.email_domains()
             self.users()
             self.team_models()
+            team_testcases.add_cases(self)
+            access_testcases.add_cases(self)
         else:
             self.add("test_jwt_refused_when_jwt_auth_disabled", self.cite(self.policy.jwt_enabled),
                      _jwt(self.claims_for("proxy_admin"), "/key/generate"), False, 401, "jwt_auth_disabled")
         self.virtual_keys()
-        self.budgets()
+        budget_testcases.add_cases(self)
         return self.cases
+
+    def public_routes(self):
+        public = self.policy.public_routes
+        path = _allowed_path(public.value)
+        if path is None:
+            return
+        anonymous = {"request": {"method": "GET", "path": path}, "credential": {"type": "none"}}
+        self.add(f"test_public_route_{_slug(path)}_needs_no_credential", self.cite(public), anonymous, True, 200)
 
     def credentials(self):
         self.add("test_master_key_may_call_any_route", "general_settings.master_key: every route",
                  {"request": {"method": "POST", "path": OUTSIDE_PATH}, "credential": {"type": "master_key"}}, True, 200)
+        private = OUTSIDE_PATH if "/v1/chat/completions" in self.policy.public_routes.value.exact else "/v1/chat/completions"
         self.add("test_missing_credential_is_401", "no credential, no access",
-                 {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "none"}},
+                 {"request": {"method": "POST", "path": private}, "credential": {"type": "none"}},
                  False, 401, "missing_credential")
         self.add("test_non_canonical_path_is_400", "paths are compared only in canonical form",
                  {"request": {"method": "POST", "path": "/v1/chat/completions/../../key/generate"}, "credential": {"type": "master_key"}},
@@ -164,6 +207,13 @@ class _Builder:
             template = routes.value.templates[0]
             self.add(f"test_{label}_may_call_template_{_slug(template)}", f"{self.cite(routes)}: {template}",
                      self.token(claims, _instance(template)), True, 200)
+        if routes.value.prefixes:
+            prefix = routes.value.prefixes[0]
+            self.add(f"test_{label}_may_call_below_{_slug(prefix)}", f"{self.cite(routes)}: {prefix}*",
+                     self.token(claims, prefix + "x1/x2"), True, 200)
+            if prefix != "/" and prefix[:-1] not in routes.value.exact:
+                self.add(f"test_{label}_may_not_call_bare_{_slug(prefix)}", f"{self.cite(routes)}: {prefix}* (not the prefix)",
+                         self.token(claims, prefix[:-1]), False, 403, "route_not_allowed")
 
     def admin(self):
         p = self.policy
@@ -178,8 +228,9 @@ class _Builder:
             self.add("test_admin_scope_in_scp", why, _jwt(via_scp, path), True, 200)
             blocked_admin = _set_claim(claims, p.team_field.value, BLOCKED_TEAM)
             self.add("test_admin_with_blocked_team_is_not_blocked", "admins are not team tokens", _jwt(blocked_admin, path), True, 200)
-        self.add("test_token_without_role_is_403", "no admin scope, no team id, no user id",
-                 _jwt({"scope": "openid"}, "/v1/chat/completions"), False, 403, "no_role")
+        if p.team_id_default.value is None:
+            self.add("test_token_without_role_is_403", "no admin scope, no team id, no user id",
+                     _jwt({"scope": "openid"}, "/v1/chat/completions"), False, 403, "no_role")
 
     def team(self):
         p = self.policy
@@ -194,8 +245,10 @@ class _Builder:
                      self.token(claims, path), False, 503, "state_unavailable", state=None)
 
     def internal_user(self):
+        p = self.policy
         claims = self.claims_for("internal_user")
-        if self.derived_user(claims):
+        # With a default team or enforced team model access, such a token is no internal user (team cases cover it).
+        if self.derived_user(claims) and p.team_id_default.value is None and not p.enforce_team_models.value:
             self._role_routes("internal_user", claims, "user")
 
     def claim_types(self):
@@ -226,6 +279,12 @@ class _Builder:
         case("test_email_subdomain_is_403", f"dev@sub.{domain}", False)
         case("test_missing_email_is_403", None, False)
         case("test_unverified_email_is_403", f"dev@{domain}", False, {"email_verified": False})
+        case("test_email_verified_true_is_allowed", f"dev@{domain}", True, {"email_verified": True})
+        # Only `true` (or no claim) verifies: strings, numbers and null that some IdPs send do not.
+        case("test_email_verified_string_false_is_403", f"dev@{domain}", False, {"email_verified": "false"})
+        case("test_email_verified_string_true_is_403", f"dev@{domain}", False, {"email_verified": "true"})
+        case("test_email_verified_zero_is_403", f"dev@{domain}", False, {"email_verified": 0})
+        case("test_email_verified_null_is_403", f"dev@{domain}", False, {"email_verified": None})
 
     def users(self):
         p = self.policy
@@ -245,72 +304,33 @@ class _Builder:
     def virtual_keys(self):
         team_routes = self.policy.routes["team"].value
         path = _allowed_path(team_routes)
-        if not path:
+        if not path or self.role_or_scope_models:
             return
         key = {"user_id": None, "team_id": TEAM, "org_id": None, "models": ["model-a"]}
         doc = {"request": {"method": "POST", "path": path, "model": "model-a"}, "credential": {"type": "virtual_key", "key": key}}
         self.add("test_virtual_key_of_team_may_call_team_route", "a key with a team takes the team role", doc, True, 200)
         other = {"request": dict(doc["request"], model="model-b"), "credential": doc["credential"]}
         self.add("test_virtual_key_limited_to_its_models", "/key/generate models", other, False, 403, "model_not_allowed")
+        narrowed = dict(doc, facts={"teams": {TEAM: ["model-b"]}})
+        self.add("test_virtual_key_held_to_its_team_models", "/team/update models bound the team's keys too",
+                 narrowed, False, 403, "model_not_allowed")
 
     def team_models(self):
         p = self.policy
         path = _allowed_path(p.routes["team"].value)
-        if not (path and p.team_field.value):
+        if not (path and p.team_field.value) or self.role_or_scope_models:
             return
         claims = self.claims_for("team")
-        team = {"team_id": TEAM, "team_models": ["model-a"]}
 
-        def doc(model: str, facts: dict) -> dict:
-            token = self.token(claims, path)
+        def doc(model: str, models: list[str]) -> dict:
+            token = self.token(claims, path, teams={TEAM: models})
             token["request"]["model"] = model
-            token["facts"] = {**token.get("facts", {}), **facts}
             return token
 
         why = "/team/new models"
-        self.add("test_team_may_use_its_models", why, doc("model-a", team), True, 200)
-        self.add("test_team_limited_to_its_models", why, doc("model-b", team), False, 403, "model_not_allowed")
-        self.add("test_team_models_for_another_team_fail_closed", "facts count only for the team id the policy derives",
-                 doc("model-a", dict(team, team_id="someone-else")), False, 403, "model_not_allowed")
-
-
-    def budgets(self):
-        """Budgets on a spending route: a key's own, a team's (facts for the derived team only), the
-        proxy's and the end users' default from litellm_settings."""
-        path = "/v1/chat/completions"
-        if path not in self.policy.routes["team"].value.exact:
-            return
-        key = {"user_id": None, "team_id": TEAM, "org_id": None, "models": []}
-
-        def key_doc(budgets: dict) -> dict:
-            return {"request": {"method": "POST", "path": path, "model": "model-a"},
-                    "credential": {"type": "virtual_key", "key": key}, "facts": {"budgets": budgets}}
-
-        spent = {"spend_nanos": 5_000_000, "max_budget_nanos": 5_000_000, "reset_at": None}
-        why = "/key/generate max_budget: spend that reached the budget stops the key"
-        self.add("test_key_over_its_budget_is_400", why, key_doc({"key": spent}), False, 400, "budget_exceeded")
-        self.add("test_key_under_its_budget_may_spend", why, key_doc({"key": dict(spent, spend_nanos=4_999_999)}), True, 200)
-        team = dict(spent, id=TEAM)
-        why = "/team/new max_budget: a team's key spends the team's budget"
-        self.add("test_team_key_over_team_budget_is_400", why, key_doc({"team": team}), False, 400, "budget_exceeded")
-        self.add("test_budget_facts_for_another_team_fail_closed", "facts count only for the team id the policy derives",
-                 key_doc({"team": dict(team, id="someone-else", spend_nanos=0)}), False, 400, "budget_exceeded")
-        budgets = self.config.budgets
-        if budgets.proxy_max_budget.value is not None:
-            why = self.cite(budgets.proxy_max_budget)
-            limit = usd_to_nanos(budgets.proxy_max_budget.value)
-            self.add("test_proxy_over_its_budget_is_400", why, key_doc({"proxy": {"spend_nanos": limit}}),
-                     False, 400, "budget_exceeded")
-            if limit > 0:
-                self.add("test_proxy_under_its_budget_may_spend", why, key_doc({"proxy": {"spend_nanos": limit - 1}}),
-                         True, 200)
-        if self.policy.jwt_enabled.value and self.policy.end_user_field.value and budgets.max_end_user_budget.value is not None:
-            why = self.cite(budgets.max_end_user_budget)
-            limit = usd_to_nanos(budgets.max_end_user_budget.value)
-            claims = _set_claim(self.claims_for("team"), self.policy.end_user_field.value, "end-user-1")
-            doc = self.token(claims, path)
-            doc["facts"] = {**doc.get("facts", {}), "budgets": {"end_user": {"id": "end-user-1", "spend_nanos": limit}}}
-            self.add("test_end_user_over_default_budget_is_400", why, doc, False, 400, "budget_exceeded")
+        self.add("test_team_may_use_its_models", why, doc("model-a", ["model-a"]), True, 200, team=TEAM)
+        self.add("test_team_limited_to_its_models", why, doc("model-b", ["model-a"]), False, 403, "model_not_allowed")
+        self.add("test_team_with_no_models_may_use_every_model", why, doc("model-b", []), True, 200)
 
 
 def _slug(path: str) -> str:

@@ -1,10 +1,12 @@
 """Who a request spends for, their budgets and rate limits, and their spend in the current period.
 
-For a request on a spending route the enforcer names every principal it spends for (the
-virtual key, its team or the token's team, the user, the end user, the whole proxy), reads
-their limits and period spend from the store (cached for `ttl` seconds, re-read at once after
-this worker's spend writer commits), and hands the policy `input.facts.budgets` (the policy
-decides which budgets apply) and the rate limiter the limits that are set.
+For a request on a spending route the enforcer names every principal it may spend for (the
+virtual key, every team the credential may run as, the user, the end user, the whole proxy),
+reads their limits and period spend from the store (cached for `ttl` seconds, re-read at once
+after this worker's spend writer commits), and hands the policy `input.facts.budgets` (the
+policy decides which budgets apply, and which of the teams the request runs as). The rate
+limiter gets the limits of the principals the decision's subject names (`of_subject`): a
+token with several teams counts against the team its request runs as, never the others.
 
 How stale a budget check can be: this worker counts its own spend the moment a response ends
 (spend not yet written is kept aside and added); spend made through other workers and
@@ -23,8 +25,10 @@ from typing import Callable, Iterable
 
 from regate.common.durations import Duration, parse_duration
 from regate.common.errors import StoreError
+from regate.compiler.model import AuthPolicy
 
-from .credentials import Credential, claim_value
+from .claims import string_claim
+from .credentials import Credential
 from .spend_record import SpendRecord
 from .store import GLOBAL, Store
 
@@ -72,11 +76,12 @@ _MAX_CACHED = 10_000  # principals; past it the cache starts afresh (entries are
 class Budgets:
     """Per worker: principals of a request, their standing (cached), and this worker's unwritten spend."""
 
-    def __init__(self, store: Store, *, team_field: str | None, user_fields: tuple[str | None, str | None],
-                 end_user_field: str | None, proxy_budget: bool, end_user_default_budget: bool,
+    def __init__(self, store: Store, policy: AuthPolicy, *, user_id: Callable[[Credential], str | None],
+                 proxy_budget: bool, end_user_default_budget: bool,
                  ttl: float = 0.5, clock: Callable[[], float] = time.time):
         self._store = store
-        self._team_field, self._user_fields, self._end_user_field = team_field, user_fields, end_user_field
+        self._policy = policy
+        self._user_id = user_id  # the policy's user id of a JWT (credentials.Facts.user_id)
         self._proxy_budget = proxy_budget
         self._end_user_default = end_user_default_budget
         self._ttl = ttl
@@ -114,19 +119,22 @@ class Budgets:
 
     # -- principals and their standing --------------------------------------------
 
-    def principals(self, credential: Credential) -> list[tuple[str, str]]:
-        """Every principal the request spends for, as the policy will derive them."""
+    def principals(self, credential: Credential, team_ids: Iterable[str] = ()) -> list[tuple[str, str]]:
+        """Every principal the request may spend for, as the policy derives them. `team_ids`: the
+        teams the store has among those the credential may run as (facts.teams); the policy
+        selects one of them, so each one's budget is reported."""
         found: list[tuple[str, str]] = []
         if credential.type == "virtual_key" and credential.key is not None:
             found.append(("key", credential.key_hash))
-            team, user, end_user = credential.key["team_id"], credential.key["user_id"], None
+            user, end_user = credential.key["user_id"], None
         elif credential.type == "jwt":
-            team = _string_claim(credential, self._team_field)
-            user = next((v for v in (_string_claim(credential, f) for f in self._user_fields) if v), None)
-            end_user = _string_claim(credential, self._end_user_field)
+            user = self._user_id(credential)
+            field = self._policy.claim_field("end_user_field", credential.issuer)
+            end_user = string_claim(credential.claims, field.name if field else None)
         else:
             return []
-        found += [(kind, value) for kind, value in (("team", team), ("user", user), ("end_user", end_user)) if value]
+        found += [("team", team) for team in team_ids]
+        found += [(kind, value) for kind, value in (("user", user), ("end_user", end_user)) if value]
         found.append(GLOBAL)
         return found
 
@@ -180,21 +188,27 @@ class Budgets:
         )
 
     def facts(self, standing: dict[tuple[str, str], Standing]) -> dict | None:
-        """input.facts.budgets: the principals that have a budget."""
-        doc = {}
-        for (kind, _), s in standing.items():
+        """input.facts.budgets: the principals that have a budget (teams by id)."""
+        doc: dict = {}
+        for (kind, entity_id), s in standing.items():
             if kind == "global":
                 if self._proxy_budget:
                     doc["proxy"] = s.fact(with_id=False)
+            elif kind == "team":
+                if s.max_budget_nanos is not None:
+                    doc.setdefault("teams", {})[entity_id] = s.fact(with_id=False)
             elif s.max_budget_nanos is not None or (kind == "end_user" and self._end_user_default):
                 doc[kind] = s.fact(with_id=kind != "key")
         return doc or None
 
+    @staticmethod
+    def of_subject(standing: dict[tuple[str, str], Standing], subject: dict) -> dict[tuple[str, str], Standing]:
+        """The standing of the principals the decision's subject spends for: of the credential's
+        teams only the one the request runs as (the spend record names it too)."""
+        named = {"team": subject.get("team_id"), "user": subject.get("user_id"), "end_user": subject.get("end_user_id")}
+        return {(kind, entity_id): s for (kind, entity_id), s in standing.items()
+                if kind not in named or named[kind] == entity_id}
+
     def forget(self, kind: str, entity_id: str) -> None:
         """Limits changed through this worker: read them again on the next request."""
         self._cache.pop((kind, entity_id), None)
-
-
-def _string_claim(credential: Credential, name: str | None) -> str | None:
-    value = claim_value(credential.claims, name)
-    return value if isinstance(value, str) and value else None

@@ -12,12 +12,13 @@ from .budgets import Budgets
 from .credentials import Authenticator, Facts
 from .decision_cache import DecisionCache
 from .decisions import OpaClient
-from .jwks import KeySet
 from .ratelimit import RateLimiter, RedisLimiter, SqliteLimiter
 from .settings import Settings
 from .spend import SpendWriter
 from .state_sync import BlockSync
 from .store import GLOBAL, Store
+from .stream_drains import StreamDrains
+from .team_facts import TeamFacts
 from .tokens import TokenVerifier
 from .upstreams import Upstreams
 
@@ -25,7 +26,7 @@ log = logging.getLogger("regate")
 
 
 class Components:
-    """Store, OPA client, JWT verifier, upstreams, spend writer and block sync of one worker."""
+    """Store, OPA client, JWT verifier, upstreams, spend writer, stream drains and block sync of one worker."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -34,24 +35,16 @@ class Components:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path))
         self.opa = OpaClient(settings.opa_url, timeout=settings.opa_timeout)
-        self.keyset = KeySet(settings.jwt) if settings.jwt else None
-        verifier = TokenVerifier(settings.jwt, self.keyset) if settings.jwt else None
-        self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=verifier,
+        self.verifier = TokenVerifier(settings.jwt) if settings.jwt else None
+        self.authenticator = Authenticator(master_key=settings.master_key, store=self.store, verifier=self.verifier,
                                            jwt_enabled=bool(policy.jwt_enabled.value),
                                            key_cache_ttl=settings.key_cache_ttl)
-        self.facts = Facts(
-            self.store,
-            user_field=policy.user_field.value.name if policy.user_field.value else None,
-            email_field=policy.email_field.value.name if policy.email_field.value else None,
-            team_field=policy.team_field.value.name if policy.team_field.value else None,
-            checks_users=policy.checks_user_existence,
-            ttl=settings.user_cache_ttl,
-        )
+        self.facts = Facts(self.store, policy, teams=TeamFacts(self.store, policy, ttl=settings.user_cache_ttl),
+                           ttl=settings.user_cache_ttl)
         self.upstreams = Upstreams(config.deployments, environ=settings.environ)
-        name = lambda setting: setting.value.name if setting.value else None  # noqa: E731
         self.budgets = Budgets(
-            self.store, team_field=name(policy.team_field), user_fields=(name(policy.user_field), name(policy.email_field)),
-            end_user_field=name(policy.end_user_field), proxy_budget=config.budgets.proxy_max_budget.value is not None,
+            self.store, policy, user_id=self.facts.user_id,
+            proxy_budget=config.budgets.proxy_max_budget.value is not None,
             end_user_default_budget=config.budgets.max_end_user_budget.value is not None, ttl=settings.budget_cache_ttl,
         )
         self.limiter: RateLimiter = (RedisLimiter(settings.redis_url) if settings.redis_url
@@ -59,6 +52,7 @@ class Components:
         # The writer's thread gets its own engine: no connection pool is shared with the event loop.
         self.spend_store = Store.from_url(settings.database_url, default_sqlite_path=str(settings.sqlite_path), pool_size=2)
         self.spend = SpendWriter(self.spend_store, spool_dir=settings.spool_dir, on_commit=self.budgets.committed)
+        self.drains = StreamDrains()
         self.block_sync = BlockSync(self.store, self.opa, poll_interval=settings.state_poll_interval,
                                     check_interval=settings.state_check_interval)
         self.decisions = DecisionCache(self.opa, ttl=settings.decision_cache_ttl,
@@ -86,12 +80,13 @@ class Components:
     def close(self) -> None:
         """Stop background work and flush spend; safe to call twice."""
         self.block_sync.stop()
+        self.drains.close()  # before the writer: a drain cut short still records its spend
         self.spend.close()
         self.limiter.close()
         self.upstreams.close()
         self.opa.close()
-        if self.keyset:
-            self.keyset.close()
+        for keyset in self.verifier.keysets() if self.verifier else ():
+            keyset.close()
         self.store.close()
         self.spend_store.close()
 

@@ -2,8 +2,9 @@
 
 Every route here has passed the gate like any other (the policy decides who may
 call it). On top of that, a caller that is not a proxy admin may only act on its
-own keys, team and user. Bodies are validated before anything is written: a bad
-request never changes the store.
+own keys, team and user, and may not create or update teams and users, block or
+unblock teams, or read the global spend (see the owner checks below). Bodies are
+validated before anything is written: a bad request never changes the store.
 """
 
 from __future__ import annotations
@@ -55,9 +56,20 @@ def _body(allowed: dict[str, type]) -> dict:
             raise BadRequestError(f"unsupported field '{name}' (supported: {', '.join(sorted(allowed))})")
         if value is not None and (isinstance(value, bool) or not isinstance(value, allowed[name])):
             raise BadRequestError(f"field '{name}' has the wrong type")
+        if not all(_is_text(v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)):
+            raise BadRequestError(f"field '{name}' is not valid Unicode text (a lone surrogate escape)")
     if isinstance(body.get("max_budget"), float):  # money: the digits the client sent, not a float's
         body["max_budget"] = json.loads(request.get_data(), parse_float=Decimal)["max_budget"]
     return body
+
+
+def _is_text(value: str) -> bool:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no store (nor UTF-8) can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _id(value, name: str, *, required: bool = False) -> str | None:
@@ -83,6 +95,9 @@ def _string_list(value, name: str) -> list[str]:
     return value
 
 
+# Owner checks: the policy decides who may call a route; these decide on whose behalf. Even a
+# config that grants teams management_routes (LiteLLM documents such configs) must not let one
+# team act on another's team, user or keys.
 def _owner_check(team_id: str | None, user_id: str | None) -> None:
     """A non-admin may only touch what belongs to its own team or user."""
     auth = g.auth
@@ -92,6 +107,18 @@ def _owner_check(team_id: str | None, user_id: str | None) -> None:
     if (team_id is not None and team_id == mine_team) or (team_id is None and user_id is not None and user_id == mine_user):
         return
     raise Forbidden("you may only act on your own team, user and keys")
+
+
+def _admin_only(action: str) -> None:
+    """What changes teams, users or everyone's view (blocks, team and user records, global totals)."""
+    if not g.auth.is_admin:
+        raise Forbidden(f"only an admin may {action}")
+
+
+def _own_or_unset(field: str, value: str | None, mine: str | None) -> None:
+    """A non-admin may name on a key only its own user or organisation (the key would act as them)."""
+    if value is not None and value != mine and not g.auth.is_admin:
+        raise Forbidden(f"only an admin may set another {field} on a key")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -158,6 +185,8 @@ def key_generate():
             raise BadRequestError("field 'duration' must look like 30s, 15m, 12h or 30d")
         delta = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
         expires_at = datetime.now(timezone.utc) + delta
+    _own_or_unset("user_id", user_id, auth.subject["user_id"])
+    _own_or_unset("organization_id", org_id, auth.subject["org_id"])
     if not auth.is_admin:
         team_id = team_id or auth.subject["team_id"]
         user_id = user_id or (auth.subject["user_id"] if team_id is None else None)
@@ -257,10 +286,24 @@ def team_new():
     org_id = _id(body.get("organization_id"), "organization_id")
     models = _string_list(body.get("models"), "models")
     team_limits = limits.parse(body)
+    _admin_only("create a team")
     team = _components().store.create_team(team_id, alias=alias, organization_id=org_id, models=models,
                                            limits=team_limits)
     _components().facts.team_changed(team_id)
     return jsonify({**_team_view(team), **_limits_view("team", team_id)})
+
+
+@bp.post("/organization/new")
+def organization_new():
+    """An organization (id and alias): org_alias_jwt_field resolves aliases to ids through these. Admins only."""
+    body = _body({"organization_id": str, "organization_alias": str})
+    org_id = _id(body.get("organization_id"), "organization_id") or str(uuid.uuid4())
+    alias = _id(body.get("organization_alias"), "organization_alias")
+    _admin_only("create an organization")
+    org = _components().store.create_organization(org_id, alias=alias)
+    _components().facts.teams.organizations_changed()
+    return jsonify({"organization_id": org["organization_id"], "organization_alias": org["organization_alias"],
+                    "created_at": _iso(org["created_at"])})
 
 
 @bp.post("/team/update")
@@ -273,8 +316,7 @@ def team_update():
     org_id = _id(body.get("organization_id"), "organization_id")
     models = _string_list(body["models"], "models") if body.get("models") is not None else None
     team_limits = limits.parse(body)
-    if not g.auth.is_admin:
-        raise Forbidden("only an admin may update a team")
+    _admin_only("update a team")
     team = _components().store.update_team(team_id, alias=alias, organization_id=org_id, models=models,
                                            limits=team_limits)
     if team is None:
@@ -304,9 +346,11 @@ def team_info():
 def _set_blocked(blocked: bool):
     body = _body({"team_id": str})
     team_id = _id(body.get("team_id"), "team_id", required=True)
+    _admin_only("block or unblock a team")
     components = _components()
     # JWT teams come from the IdP: blocking one without a record creates the record.
     team = components.store.set_team_blocked(team_id, blocked)
+    components.facts.team_changed(team_id)
     components.block_sync.pushed(team_id, blocked)
     return jsonify(_team_view(team))
 
@@ -331,7 +375,9 @@ def user_new():
     body = _body({"user_id": str, "user_email": str, **limits.BODY_TYPES})
     user_id = _id(body.get("user_id"), "user_id") or str(uuid.uuid4())
     email = _email(body.get("user_email"))
-    user = _components().store.create_user(user_id, email=email, limits=limits.parse(body))
+    user_limits = limits.parse(body)
+    _admin_only("create a user")
+    user = _components().store.create_user(user_id, email=email, limits=user_limits)
     _components().facts.created(user_id)
     return jsonify({**_user_view(user), **_limits_view("user", user_id)})
 
@@ -349,8 +395,7 @@ def user_update():
     user_id = _id(body.get("user_id"), "user_id", required=True)
     email = _email(body.get("user_email"))
     user_limits = limits.parse(body)
-    if not g.auth.is_admin:
-        raise Forbidden("only an admin may update a user")
+    _admin_only("update a user")
     user = _components().store.update_user(user_id, email=email, limits=user_limits)
     if user is None:
         raise NotFoundError(f"user {user_id} does not exist (create it with /user/new)")
@@ -384,8 +429,7 @@ def customer_new():
     """Create an end user (the `end_user_id_jwt_field` claim) with its budget and rate limits."""
     body = _body({"user_id": str, "alias": str, "blocked": bool, **limits.BODY_TYPES})
     end_user_id = _id(body.get("user_id"), "user_id", required=True)
-    if not g.auth.is_admin:
-        raise Forbidden("only an admin may create end users")
+    _admin_only("create end users")
     alias = _id(body.get("alias"), "alias")
     if body.get("blocked"):
         raise BadRequestError("field 'blocked' is not supported: block end users in the identity provider")
@@ -398,8 +442,7 @@ def customer_info():
     end_user_id = _query_id("end_user_id")
     if end_user_id is None:
         raise BadRequestError("missing query parameter 'end_user_id'")
-    if not g.auth.is_admin:
-        raise Forbidden("only an admin may read end users")
+    _admin_only("read end users")
     end_user = _components().store.get_end_user(end_user_id)
     if end_user is None:
         raise NotFoundError(f"End User Id={end_user_id} does not exist in db")
@@ -449,6 +492,7 @@ def spend_logs():
 
 @bp.get("/global/spend")
 def global_spend():
+    _admin_only("read the spend of every team")
     summary = _components().store.global_summary()
     proxy = _limits_view("global", "")
     return jsonify({"spend": nanos_to_usd(summary["spend_nanos"]), "spend_nanos": summary["spend_nanos"],

@@ -17,6 +17,7 @@ from .pricing import quote
 from .ratelimit import RateLimited, limits_of
 from .responses import from_error
 from .spend_record import SpendRecord
+from .usage_estimate import prompt_tokens
 
 log = logging.getLogger("regate.proxy")
 bp = Blueprint("proxy", __name__)
@@ -44,9 +45,11 @@ class _SpendContext:
         auth = g.auth
         subject = auth.subject
         self.writer = components.spend
+        self.drains = components.drains
         self.budgets = components.budgets
         self.limiter = components.limiter
         self.admission = None
+        self.relaying = False  # the stream's generator has started: its `finally` records the spend
         self.recorded = False
         self.base = dict(
             request_id=g.request_id, route=route, model=model,
@@ -54,10 +57,12 @@ class _SpendContext:
             end_user_id=subject["end_user_id"], key_hash=auth.credential.key_hash,
         )
         self.started_at = datetime.now(timezone.utc)
+        self.prompt_estimate = 0  # set for streams: the prompt's tokens if the usage never comes
 
     def admit(self, standing) -> None:
-        """Count the request against its principals' rate limits (RateLimited / LimiterUnavailable if not)."""
-        limits = limits_of(standing)
+        """Count the request against the rate limits of the principals it spends for (of a token's
+        teams, the one it runs as): RateLimited / LimiterUnavailable if not."""
+        limits = limits_of(self.budgets.of_subject(standing, g.auth.subject))
         if limits:
             self.admission = self.limiter.admit(self.base["request_id"], limits)
 
@@ -65,9 +70,16 @@ class _SpendContext:
         if self.recorded:
             return
         self.recorded = True
-        prompt, completion = (call.usage or (0, 0)) if call is not None else (0, 0)
+        usage = call.usage if call is not None else None
+        # A stream without its usage (the client left and the upstream did not finish in time,
+        # or it sends none) was still billed: estimate, never zero, and say so in the log.
+        estimated = usage is None and call is not None and call.is_stream
+        if estimated:
+            usage = (self.prompt_estimate, call.events)
+            metrics.SPEND_EVENTS.labels("estimated").inc()
+        prompt, completion = usage or (0, 0)
         nanos = 0
-        if call is not None and call.usage is not None:
+        if usage is not None:
             priced = quote(call.deployment, prompt, completion)
             nanos = priced.nanos
             if not priced.priced:
@@ -75,7 +87,7 @@ class _SpendContext:
         record = SpendRecord(
             started_at=self.started_at, ended_at=datetime.now(timezone.utc),
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-            spend_nanos=nanos, status=status, **self.base,
+            spend_nanos=nanos, status=status, usage_estimated=estimated, **self.base,
         )
         self.budgets.spent(record)
         self.writer.submit(record)
@@ -84,6 +96,11 @@ class _SpendContext:
                 self.limiter.release(self.admission, prompt + completion)
             except RegateError as e:  # the leases expire by themselves; the tokens are lost
                 log.warning("rate-limit counters not released for %s: %s", record.request_id, e.message)
+
+    def finish_in_background(self, call) -> None:
+        """The client left before the stream ended: the rest is read for its usage, then the spend
+        is recorded and the rate-limit counters released (stream_drains.py)."""
+        self.drains.start(call, lambda: self.record(call, "incomplete"))
 
 
 def _forward(kind: str):
@@ -120,11 +137,12 @@ def _forward(kind: str):
             call.close()
         spend.record(call, "success" if call.ok else "failure")
         return _with_limits(Response(json.dumps(data), status=call.status, headers=call.headers), spend)
+    spend.prompt_estimate = prompt_tokens(kind, body)  # now: the body is not kept for a drain
     # Not direct_passthrough: Werkzeug would hand the bare generator to the server, and the
     # response's close callbacks (access log line, in-flight gauge) would never run.
     response = Response(_relay(call, spend), status=call.status, headers=call.headers)
     # A client gone before the first chunk: the generator never runs, its `finally` neither.
-    response.call_on_close(lambda: (call.close(), spend.record(call, "incomplete")))
+    response.call_on_close(lambda: None if spend.relaying else spend.finish_in_background(call))
     return _with_limits(response, spend)
 
 
@@ -135,10 +153,13 @@ def _with_limits(response: Response, spend: _SpendContext) -> Response:
 
 
 def _relay(call, spend: _SpendContext):
-    """Pass the stream through chunk by chunk; if the client leaves, the upstream stream is closed."""
+    """Pass the stream through chunk by chunk; if the client leaves, the rest is read in the
+    background for the usage (stream_drains.py), off this request."""
+    spend.relaying = True
     status = "incomplete"
+    client_left = False
     try:
-        for chunk in call.iter_chunks():
+        while chunk := call.read_chunk():
             yield chunk
             if spend.admission is not None:
                 spend.limiter.renew(spend.admission)
@@ -148,9 +169,15 @@ def _relay(call, spend: _SpendContext):
         # Headers are gone already: end the stream with an SSE error event the client can read.
         error = {"error": {"message": e.message, "type": "upstream_error", "param": None, "code": str(e.status)}}
         yield f"data: {json.dumps(error)}\n\n".encode()
+    except GeneratorExit:  # the server closes the response: the client went away
+        client_left = True
+        raise
     finally:
-        call.close()
-        spend.record(call, status)
+        if client_left:
+            spend.finish_in_background(call)
+        else:
+            call.close()
+            spend.record(call, status)
 
 
 def _register(kind: str, paths: tuple[str, ...]) -> None:

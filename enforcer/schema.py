@@ -50,6 +50,7 @@ organizations = sa.Table(
     sa.Column("organization_alias", sa.Text),
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_organizations_organization_alias", "organization_alias"),  # v003
 )
 teams = sa.Table(
     "teams",
@@ -60,6 +61,7 @@ teams = sa.Table(
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("blocked", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_teams_team_alias", "team_alias"),  # v003
 )
 end_users = sa.Table(
     "end_users",
@@ -99,6 +101,7 @@ spend_logs = sa.Table(
     sa.Column("end_user_id", sa.Text),
     sa.Column("key_hash", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("usage_estimated", sa.Boolean, nullable=False),  # v002
 )
 spend_totals = sa.Table(
     "spend_totals",

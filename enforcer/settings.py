@@ -12,7 +12,7 @@ from regate.common import env
 from regate.common.errors import RegateError
 from regate.compiler.model import Config
 
-from .jwks import JwtSettings
+from .jwks import IssuerSettings, JwtSettings
 
 
 def _float(environ: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
@@ -82,7 +82,13 @@ class Settings:
     def from_config(cls, config: Config, *, opa_url: str, database_url: str | None = None,
                     environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
         environ = dict(os.environ if environ is None else environ)
-        jwt = JwtSettings.from_env(environ, public_key_ttl=config.policy.public_key_ttl.value)
+        policy = config.policy
+        issuers = tuple(
+            IssuerSettings.of(i.issuer, audience=i.audience,
+                              jwks_url=env.resolve(i.jwks_url, "litellm_jwtauth.issuers.jwks_url", environ) if i.jwks_url else None)
+            for i in policy.issuers)
+        jwt = JwtSettings.from_env(environ, public_key_ttl=policy.public_key_ttl.value,
+                                   public_key_stale_ttl=policy.public_key_stale_ttl.value, issuers=issuers)
         values = dict(
             config=config,
             opa_url=opa_url.rstrip("/"),

@@ -364,7 +364,7 @@ class Store:
 
     def create_team(
         self, team_id: str, *, alias: str | None = None, organization_id: str | None = None, models: Iterable[str] = (),
-        limits: dict[str, Any] | None = None,
+        if_missing: bool = False, limits: dict[str, Any] | None = None,
     ) -> dict:
         _check_id("team_id", team_id)
         _check_id("organization_id", organization_id, optional=True)
@@ -377,7 +377,7 @@ class Store:
             created_at=_now(),
         )
         with self._tx("team create", write=True) as conn:
-            team = self._create(conn, teams, values, what=f"team {team_id!r}")
+            team = self._create(conn, teams, values, what=f"team {team_id!r}", if_missing=if_missing)
             if limits:
                 self.set_limits("team", team_id, limits, conn=conn)
             return team
@@ -403,6 +403,28 @@ class Store:
 
     def get_team(self, team_id: str) -> dict | None:
         return self._get(teams, team_id, "team read")
+
+    def team_models(self, team_ids: Iterable[str]) -> dict[str, list[str]]:
+        """{team id: models} for those of `team_ids` the store has, in one query."""
+        ids = sorted(set(team_ids))
+        if not ids:
+            return {}
+        with self._tx("team read") as conn:
+            rows = conn.execute(sa.select(teams.c.team_id, teams.c.models).where(teams.c.team_id.in_(ids)))
+            return {team_id: list(models or []) for team_id, models in rows}
+
+    def team_ids_with_alias(self, alias: str, *, limit: int = 2) -> list[str]:
+        """The ids of teams whose team_alias is `alias`, sorted; at most `limit` (two tell unique from ambiguous)."""
+        return self._ids_with_alias(teams, teams.c.team_alias, alias, limit, "team alias read")
+
+    def organization_ids_with_alias(self, alias: str, *, limit: int = 2) -> list[str]:
+        return self._ids_with_alias(organizations, organizations.c.organization_alias, alias, limit,
+                                    "organization alias read")
+
+    def _ids_with_alias(self, table: sa.Table, column: sa.Column, alias: str, limit: int, action: str) -> list[str]:
+        (key,) = table.primary_key.columns
+        with self._tx(action) as conn:
+            return list(conn.execute(sa.select(key).where(column == alias).order_by(key).limit(limit)).scalars())
 
     # -- blocks ---------------------------------------------------------------
 

@@ -7,7 +7,9 @@ gunicorn's gevent worker, and the store are the real components.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,21 @@ def client(enforcer):
     c = Client(enforcer.url)
     yield c
     c.close()
+
+
+@contextlib.contextmanager
+def config_stack(opa_bin: str, config: Path, env: dict[str, str], work: Path,
+                 database_url: str | None = None) -> Iterator[Client]:
+    """A config's own compiled bundle, OPA and enforcer (in `work`); yields a Client on the enforcer."""
+    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
+    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
+        with EnforcerProcess(config, env=env, opa_url=opa.url, data_dir=work / "data",
+                             database_url=database_url) as proc:
+            client = Client(proc.url)
+            try:
+                yield client
+            finally:
+                client.close()
 
 
 @pytest.fixture

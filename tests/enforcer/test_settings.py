@@ -64,3 +64,25 @@ def test_a_missing_redis_variable_is_named(tmp_path):
     with pytest.raises(RegateError) as info:
         Settings.from_config(config, opa_url="http://127.0.0.1:9", environ=ENV)
     assert info.value.message == "router_settings.redis_host refers to environment variable REDIS_HOST, which is not set"
+
+
+@pytest.mark.parametrize("workers", ["two", "0", "-1", "1.5"])
+def test_a_bad_regate_workers_breaks_only_serve(workers, tmp_path):
+    """REGATE_WORKERS is read by `serve` alone: `compile` works whatever it holds, and `serve`
+    refuses it with one clear line and exit 2, before starting anything."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **ENV, "REGATE_WORKERS": workers, "REGATE_DATA_DIR": str(tmp_path / "data")}
+    run = [sys.executable, "-m", "regate.cli"]
+    compiled = subprocess.run(run + ["compile", str(EXAMPLE), "-o", str(tmp_path / "b.tar.gz")], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert compiled.returncode == 0, compiled.stderr
+    served = subprocess.run(run + ["serve", "--config", str(EXAMPLE), "--port", "9"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    expected = "expected a whole number" if workers in ("two", "1.5") else "expected at least 1"
+    assert served.returncode == 2
+    assert served.stderr.startswith("regate serve: REGATE_WORKERS: " + expected), served.stderr
+    assert served.stderr.count("\n") == 1 and "Traceback" not in served.stderr
+    assert not (tmp_path / "data").exists()

@@ -15,6 +15,7 @@ test_master_key_may_call_any_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # no credential, no access
@@ -25,6 +26,7 @@ test_missing_credential_is_401 if {
 	d.status == 401
 	d.reasons[0] == "missing_credential"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -35,6 +37,18 @@ test_non_canonical_path_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.public_allowed_routes (default)
+test_public_route_root_needs_no_credential if {
+	d := authz.decision with input as {"request": {"method": "GET", "path": "/"}, "credential": {"type": "none"}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.enable_jwt_auth (default)
@@ -45,6 +59,7 @@ test_jwt_refused_when_jwt_auth_disabled if {
 	d.status == 401
 	d.reasons[0] == "jwt_auth_disabled"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # a key with a team takes the team role
@@ -55,6 +70,7 @@ test_virtual_key_of_team_may_call_team_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate models
@@ -65,44 +81,96 @@ test_virtual_key_limited_to_its_models if {
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/update models bound the team's keys too
+test_virtual_key_held_to_its_team_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": ["model-b"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate max_budget: spend that reached the budget stops the key
 test_key_over_its_budget_is_400 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "budget_exceeded"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate max_budget: spend that reached the budget stops the key
 test_key_under_its_budget_may_spend if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /team/new max_budget: a team's key spends the team's budget
 test_team_key_over_team_budget_is_400 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null, "id": "team-a"}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "budget_exceeded"
 	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
 }
 
-# facts count only for the team id the policy derives
-test_budget_facts_for_another_team_fail_closed if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 0, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+# /team/new max_budget: a team's key spends the team's budget
+test_team_key_under_team_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# only the budget of the team the request runs as applies
+test_budget_facts_of_another_team_do_not_count if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"someone-else": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# budget_exceeded comes after every access check
+test_team_not_granted_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
-	d.status == 400
-	d.reasons[0] == "budget_exceeded"
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# budget_exceeded comes after every access check
+test_model_refusal_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}, "teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
 }

@@ -11,20 +11,27 @@ import data.regate.blocked_teams
 import data.regate.budgets
 import data.regate.email_domains
 import data.regate.identity
+import data.regate.models
 import data.regate.roles
 import data.regate.routes
+import data.regate.teams
 import data.regate.users
 
 # general_settings.enable_jwt_auth (tracking-fields.yaml:4)
 jwt_enabled := true
 
+# The budget comes last: a request refused for who it is, its team or its model is never
+# reported as over budget.
 reason_order := [
 	"missing_credential",
 	"jwt_auth_disabled",
 	"invalid_claims",
 	"path_not_canonical",
 	"no_role",
+	"role_not_allowed",
+	"team_not_granted",
 	"email_domain_not_allowed",
+	"team_not_found",
 	"team_blocked",
 	"state_unavailable",
 	"route_not_allowed",
@@ -40,7 +47,10 @@ reason_status := {
 	"invalid_claims": 401,
 	"path_not_canonical": 400,
 	"no_role": 403,
+	"role_not_allowed": 403,
+	"team_not_granted": 403,
 	"email_domain_not_allowed": 403,
+	"team_not_found": 403,
 	"team_blocked": 403,
 	"state_unavailable": 503,
 	"route_not_allowed": 403,
@@ -52,8 +62,8 @@ reason_status := {
 # METADATA
 # title: Decision
 # description: >-
-#   {"allow", "status", "reasons", "message", "role", "subject", "upsert_user"};
-#   defined for every input.
+#   {"allow", "status", "reasons", "message", "role", "subject", "upsert_user",
+#   "upsert_team"}; defined for every input.
 # entrypoint: true
 decision := {
 	"allow": allow,
@@ -61,8 +71,9 @@ decision := {
 	"reasons": reasons,
 	"message": message,
 	"role": roles.role,
-	"subject": identity.subject,
+	"subject": subject,
 	"upsert_user": upsert_user,
+	"upsert_team": upsert_team,
 }
 
 reasons := [code | some code in reason_order; denials[code]]
@@ -86,8 +97,33 @@ upsert_user if {
 	users.upsert_user
 }
 
-# A caller that is not identified is judged on nothing else.
-denials := _credential_denials if {
+# Create the record of the team the request runs as (team_id_upsert).
+default upsert_team := false
+
+upsert_team if {
+	allow
+	roles.role == "team"
+	teams.upserts_selected
+}
+
+# Who the request is attributed to; only team requests run as a team.
+subject := {
+	"user_id": identity.user_id,
+	"team_id": _team_id,
+	"org_id": identity.org_id,
+	"end_user_id": identity.end_user_id,
+	"email": identity.email,
+}
+
+default _team_id := null
+
+_team_id := teams.selected if roles.role == "team"
+
+# A public route (public_allowed_routes) is open to every caller; a caller that is
+# not identified is judged on nothing else.
+denials := {} if {
+	routes.public
+} else := _credential_denials if {
 	count(_credential_denials) > 0
 } else := _access_denials
 
@@ -108,6 +144,10 @@ _access_denials["path_not_canonical"] := "request path is not canonical" if not 
 
 _access_denials["no_role"] := "token has no admin scope, no team id and no user id" if roles.role == null
 
+_access_denials["role_not_allowed"] := roles.not_allowed
+
+_access_denials["team_not_granted"] := teams.not_granted
+
 _access_denials["email_domain_not_allowed"] := "email is not in an allowed domain" if {
 	email_domains.enabled
 	input.credential.type == "jwt"
@@ -115,7 +155,9 @@ _access_denials["email_domain_not_allowed"] := "email is not in an allowed domai
 	not email_domains.allowed
 }
 
-_access_denials["team_blocked"] := sprintf("team %s is blocked", [identity.team_id]) if blocked_teams.blocked
+_access_denials["team_not_found"] := teams.not_found if roles.role in {"team", "internal_user"}
+
+_access_denials["team_blocked"] := sprintf("team %s is blocked", [teams.selected]) if blocked_teams.blocked
 
 _access_denials["state_unavailable"] := "blocked-team state is not loaded yet; retry" if {
 	roles.role == "team"
@@ -128,26 +170,7 @@ _access_denials["route_not_allowed"] := sprintf("role %s may not call %s", [role
 	not routes.allowed
 }
 
-_access_denials["model_not_allowed"] := sprintf("this key may not use model %s", [input.request.model]) if {
-	input.credential.type == "virtual_key"
-	is_string(input.request.model)
-	count(input.credential.key.models) > 0
-	not input.request.model in input.credential.key.models
-}
-
-_access_denials["model_not_allowed"] := sprintf("team %s may not use model %s", [identity.team_id, input.request.model]) if {
-	input.credential.type == "jwt"
-	roles.role == "team"
-	is_string(input.request.model)
-	count(input.facts.team_models) > 0
-	not _team_may_use_model
-}
-
-# Facts about another team than the one derived here limit this one all the same (fail closed).
-_team_may_use_model if {
-	input.facts.team_id == identity.team_id
-	input.request.model in input.facts.team_models
-}
+_access_denials["model_not_allowed"] := concat("; ", sort(models.denials)) if count(models.denials) > 0
 
 _access_denials["user_not_found"] := sprintf("user %s does not exist; create it with /user/new", [identity.user_id]) if {
 	users.missing

@@ -15,6 +15,7 @@ test_master_key_may_call_any_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # no credential, no access
@@ -25,6 +26,7 @@ test_missing_credential_is_401 if {
 	d.status == 401
 	d.reasons[0] == "missing_credential"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -35,6 +37,18 @@ test_non_canonical_path_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.public_allowed_routes (default)
+test_public_route_root_needs_no_credential if {
+	d := authz.decision with input as {"request": {"method": "GET", "path": "/"}, "credential": {"type": "none"}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_allowed_routes (default)
@@ -45,6 +59,7 @@ test_admin_may_call_key_generate if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_allowed_routes (default)
@@ -55,6 +70,7 @@ test_admin_may_not_call_v1_chat_completions if {
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_allowed_routes (default): /key/{key_id}/regenerate
@@ -65,6 +81,7 @@ test_admin_may_call_template_key_key_id_regenerate if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_jwt_scope (tracking-fields.yaml:6)
@@ -75,6 +92,7 @@ test_admin_scope_as_list if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_jwt_scope (tracking-fields.yaml:6)
@@ -85,6 +103,7 @@ test_admin_scope_in_scp if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # admins are not team tokens
@@ -95,6 +114,7 @@ test_admin_with_blocked_team_is_not_blocked if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # no admin scope, no team id, no user id
@@ -105,55 +125,61 @@ test_token_without_role_is_403 if {
 	d.status == 403
 	d.reasons[0] == "no_role"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_allowed_routes (default)
 test_team_may_call_v1_chat_completions if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_allowed_routes (default)
 test_team_may_not_call_key_generate if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_allowed_routes (default): /assistants/{assistant_id}
 test_team_may_call_template_assistants_assistant_id if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/assistants/x1"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # data.regate_state.blocked_teams
 test_blocked_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-blocked", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-blocked", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "team_blocked"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # blocked teams cannot be checked before the state is loaded
 test_team_refused_until_state_loaded if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 	d.allow == false
 	d.status == 503
 	d.reasons[0] == "state_unavailable"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_routes (default)
@@ -164,6 +190,7 @@ test_user_may_call_v1_chat_completions if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_routes (default)
@@ -174,6 +201,7 @@ test_user_may_not_call_key_generate if {
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_routes (default): /assistants/{assistant_id}
@@ -184,6 +212,7 @@ test_user_may_call_template_assistants_assistant_id if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # scope must be a string or a list of strings
@@ -194,6 +223,7 @@ test_scope_of_wrong_type_is_401 if {
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_id_jwt_field (tracking-fields.yaml:7)
@@ -204,56 +234,120 @@ test_team_id_of_wrong_type_is_401 if {
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 test_unknown_user_is_401 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": false}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "user_not_found"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # facts count only for the user id the policy derives
 test_user_facts_for_another_user_do_not_count if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "someone-else", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "someone-else", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "user_not_found"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /team/new models
 test_team_may_use_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "team_id": "team-a", "team_models": ["model-a"]}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
 }
 
 # /team/new models
 test_team_limited_to_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "team_id": "team-a", "team_models": ["model-a"]}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
-# facts count only for the team id the policy derives
-test_team_models_for_another_team_fail_closed if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "team_id": "someone-else", "team_models": ["model-a"]}}
+# /team/new models
+test_team_with_no_models_may_use_every_model if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# x-litellm-team-id selects one of the credential's teams
+test_team_header_naming_the_tokens_team if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# x-litellm-team-id selects one of the credential's teams
+test_team_header_naming_another_team_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
-	d.reasons[0] == "model_not_allowed"
+	d.reasons[0] == "team_not_granted"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# x-litellm-team-id selects one of the credential's teams
+test_team_header_by_unique_alias if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# an alias two teams share selects neither
+test_team_header_by_ambiguous_alias_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a", "team-z"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# the master key grants no team
+test_team_header_with_master_key_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "master_key"}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # a key with a team takes the team role
@@ -264,6 +358,7 @@ test_virtual_key_of_team_may_call_team_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate models
@@ -274,44 +369,141 @@ test_virtual_key_limited_to_its_models if {
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/update models bound the team's keys too
+test_virtual_key_held_to_its_team_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": ["model-b"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate max_budget: spend that reached the budget stops the key
 test_key_over_its_budget_is_400 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "budget_exceeded"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate max_budget: spend that reached the budget stops the key
 test_key_under_its_budget_may_spend if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /team/new max_budget: a team's key spends the team's budget
 test_team_key_over_team_budget_is_400 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null, "id": "team-a"}}}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "budget_exceeded"
 	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
 }
 
-# facts count only for the team id the policy derives
-test_budget_facts_for_another_team_fail_closed if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"budgets": {"team": {"spend_nanos": 0, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+# /team/new max_budget: a team's key spends the team's budget
+test_team_key_under_team_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# only the budget of the team the request runs as applies
+test_budget_facts_of_another_team_do_not_count if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"someone-else": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# budget_exceeded comes after every access check
+test_team_not_granted_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# budget_exceeded comes after every access check
+test_model_refusal_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}, "teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/new max_budget: a team token spends its team's budget
+test_team_token_over_team_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-a", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 400
 	d.reasons[0] == "budget_exceeded"
 	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# budget_exceeded comes after every access check
+test_blocked_team_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"client_id": "team-blocked", "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}, "budgets": {"teams": {"team-blocked": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_blocked"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /user/new max_budget: a token without a team spends its user's budget
+test_user_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "budgets": {"user": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null, "id": "user-1"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# user budget facts count only for the user the policy derives
+test_user_budget_facts_of_another_user_fail_closed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "budgets": {"user": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
 }

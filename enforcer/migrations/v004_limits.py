@@ -1,4 +1,4 @@
-"""Version 2: budgets and rate limits, and spend per budget period.
+"""Version 4: budgets and rate limits, and spend per budget period.
 
 Frozen (see v001). Adds:
 - `limits`: one row per principal that has a budget or rate limits (keys by key hash,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-VERSION = 2
+VERSION = 4
 NAME = "budgets and rate limits"
 
 
