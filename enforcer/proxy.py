@@ -91,11 +91,19 @@ class _SpendContext:
         )
         self.budgets.spent(record)
         self.writer.submit(record)
+        self._release(prompt + completion)
+
+    def refused(self) -> None:
+        """The upstream was never called (a bad request): nothing to record, the counters released."""
+        self.recorded = True
+        self._release(0)
+
+    def _release(self, tokens: int) -> None:
         if self.admission is not None:
             try:
-                self.limiter.release(self.admission, prompt + completion)
+                self.limiter.release(self.admission, tokens)
             except RegateError as e:  # the leases expire by themselves; the tokens are lost
-                log.warning("rate-limit counters not released for %s: %s", record.request_id, e.message)
+                log.warning("rate-limit counters not released for %s: %s", self.base["request_id"], e.message)
 
     def finish_in_background(self, call) -> None:
         """The client left before the stream ended: the rest is read for its usage, then the spend
@@ -125,6 +133,8 @@ def _forward(kind: str):
     except RegateError as e:
         if isinstance(e, UpstreamError):
             spend.record(None, "failure")
+        else:
+            spend.refused()
         return from_error(e)
     metrics.UPSTREAM_SECONDS.labels(g.model or "").observe(time.perf_counter() - started)
     if not call.is_stream:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +20,17 @@ from tests.support.enforcer import EnforcerProcess
 from tests.support.mock_openai import Behavior
 from tests.support.opa import OpaServer
 
-from .conftest import EXAMPLE, MASTER_KEY, Client, SseStream, assert_openai_error, chat_body, enforcer_env, team_token
+from .conftest import (
+    EXAMPLE,
+    MASTER_KEY,
+    Client,
+    SseStream,
+    assert_openai_error,
+    chat_body,
+    enforcer_env,
+    metric,
+    team_token,
+)
 
 END_USER_BUDGET = "0.00001"  # USD: litellm_settings.max_end_user_budget of the config below
 CALL_NANOS = 2 * 150 + 10 * 600  # "hello there" (2 tokens in) answered with max_tokens=10
@@ -57,8 +68,10 @@ def client(world):
     c.close()
 
 
-def call(client, token, **extra):
-    return client.post("/v1/chat/completions", chat_body(max_tokens=10, **extra), token=token)
+def call(client, token, team: str | None = None, **extra):
+    """A chat completion; `team` sends x-litellm-team-id (which of the token's teams it runs as)."""
+    headers = {"x-litellm-team-id": team} if team is not None else None
+    return client.post("/v1/chat/completions", chat_body(max_tokens=10, **extra), token=token, headers=headers)
 
 
 def new_key(client, admin_token, **fields) -> str:
@@ -130,6 +143,86 @@ def test_streamed_spend_counts(client, admin_token, idp, fresh_upstream):
         pass
     assert_budget_exceeded(answer, "Budget has been exceeded! Team=b-team-3 Current cost: 0.0000063, Max budget: 0.0000063")
     assert answer is not None
+
+
+def test_a_token_with_several_teams_spends_the_budget_of_the_team_it_runs_as(client, admin_token, idp, fresh_upstream):
+    """The example's `groups` claim grants several teams; each request runs as one (x-litellm-team-id,
+    else the first) and spends that team's budget, never another of the token's teams'."""
+    new_team(client, admin_token, "b-team-20", max_budget=0.0000063)  # exactly one call
+    new_team(client, admin_token, "b-team-21", max_budget=1)
+    token = idp.mint({"sub": "b-user-20", "email": "b-user-20@example.com", "groups": ["b-team-20", "b-team-21"]})
+    assert call(client, token, team="b-team-20")[0] == 200
+    deadline = time.monotonic() + 1.0
+    while (answer := call(client, token, team="b-team-20"))[0] == 200 and time.monotonic() < deadline:
+        pass
+    assert_budget_exceeded(answer, "Budget has been exceeded! Team=b-team-20 Current cost: 0.0000063")
+    assert_budget_exceeded(call(client, token), "Budget has been exceeded! Team=b-team-20 ")  # the first team
+    for _ in range(3):  # the other team's budget is its own
+        status, body, _ = call(client, token, team="b-team-21")
+        assert status == 200, body
+    deadline = time.monotonic() + 5
+    while (info := client.get("/team/info?team_id=b-team-21", token=admin_token)[1]["team_info"])["requests"] < 3:
+        assert time.monotonic() < deadline, info  # written by the spend writer within a batch
+        time.sleep(0.05)
+    assert info["budget_spend_nanos"] == 3 * CALL_NANOS, info
+    spent = client.get("/team/info?team_id=b-team-20", token=admin_token)[1]["team_info"]
+    assert spent["budget_spend_nanos"] <= 2 * CALL_NANOS, spent  # one call, at most one more from the other worker
+
+
+def test_rate_limits_count_for_the_team_the_request_runs_as(client, admin_token, idp, fresh_upstream):
+    new_team(client, admin_token, "b-team-22", rpm_limit=2)
+    new_team(client, admin_token, "b-team-23")
+    token = idp.mint({"sub": "b-user-22", "email": "b-user-22@example.com", "groups": ["b-team-22", "b-team-23"]})
+    wait_for_minute_room()
+    assert [call(client, token, team="b-team-22")[0] for _ in range(3)] == [200, 200, 429]
+    assert call(client, token)[0] == 429  # the first team, whose limit is used up
+    assert [call(client, token, team="b-team-23")[0] for _ in range(3)] == [200] * 3  # another team: not counted
+
+
+def test_a_stream_its_client_left_holds_its_slot_until_drained_then_counts_its_tokens(client, admin_token, world,
+                                                                                      fresh_upstream):
+    """The upstream goes on after the client left (issue 11): regate reads on for the usage, and the
+    call stays in flight for max_parallel_requests until then; its tokens then count for tpm_limit."""
+    new_team(client, admin_token, "b-team-24")
+    key = new_key(client, admin_token, team_id="b-team-24", max_parallel_requests=1, tpm_limit=1000)
+    wait_for_minute_room()
+    gauge = SimpleNamespace(client=client)
+    idle = metric(gauge, "regate_requests_in_flight")  # the /metrics request itself
+    left, later = threading.Event(), threading.Event()
+    fresh_upstream.push(Behavior(holds={1: left, 11: later}))  # one chunk; ten once the client left; then wait
+    stream = SseStream(world.url, key, chat_body(content="five words in this prompt", stream=True, max_tokens=30))
+    try:
+        stream.read_events(1)
+    finally:
+        stream.close()  # the client goes away mid-stream
+        left.set()
+    try:
+        deadline = time.monotonic() + 10
+        while metric(gauge, "regate_requests_in_flight") != idle:  # its request is over, its drain is not
+            assert time.monotonic() < deadline, "the request stayed in flight"
+            time.sleep(0.05)
+        status, body, _ = call(client, key)
+        assert (status, assert_openai_error(body, 429)) == (429, "Rate limit exceeded for this key: 1 parallel "
+                                                                  "requests of 1 allowed")
+    finally:
+        later.set()
+    deadline = time.monotonic() + 10
+    while (answer := call(client, key))[0] == 429:  # the drain read the usage and let the slot go
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.05)
+    status, _, headers = answer
+    assert status == 200 and headers["x-ratelimit-remaining-tokens"] == str(1000 - 5 - 30), headers
+
+
+def test_a_bad_request_lets_its_parallel_slot_go(client, admin_token, fresh_upstream):
+    """Refused after admission (the upstream never called): the counters are released at once."""
+    new_team(client, admin_token, "b-team-25")
+    key = new_key(client, admin_token, team_id="b-team-25", max_parallel_requests=1)
+    for bad in ({"stream": 1}, {"model": "no-such-model"}):
+        status, body, _ = call(client, key, **bad)
+        assert status == 400 and body["error"]["type"] != "rate_limit_error", body
+    status, body, _ = call(client, key)
+    assert status == 200, body
 
 
 def test_a_users_budget_binds_its_own_tokens_not_its_team_keys(client, admin_token, idp, fresh_upstream):
