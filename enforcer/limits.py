@@ -100,6 +100,22 @@ def _seconds(name: str, value: Any) -> int:
         raise BadRequestError(f"field '{name}' is not a duration: {e}", code="invalid_limit") from None
 
 
+def loosened(current: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> list[str]:
+    """The fields (LiteLLM's names) that `changes` (store form) would loosen against `current`:
+    a limit removed or raised, or the budget period changed (another period restarts or
+    stretches what the budget counts)."""
+    current = current or {}
+    found = []
+    for name, value in changes.items():
+        before = current.get(name)
+        if name == "budget_duration":
+            if value != before:
+                found.append(name)
+        elif before is not None and (value is None or value > before):
+            found.append("max_budget" if name == "max_budget_nanos" else name)
+    return found
+
+
 def view(row: Mapping[str, Any] | None, standing=None) -> dict[str, Any]:
     """The limit fields of an info answer, LiteLLM's names (max_budget in USD), plus the current
     period's spend and when it resets."""

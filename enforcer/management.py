@@ -213,7 +213,8 @@ def key_generate():
 
 @bp.post("/key/update")
 def key_update():
-    """Change a key's budget and rate limits (within upperbound_key_generate_params)."""
+    """Change a key's budget and rate limits (within upperbound_key_generate_params). A non-admin
+    may only lower the limits of its own keys: a key that could lift its own budget has none."""
     body = _body({"key": str, **limits.BODY_TYPES})
     key = body.get("key")
     if key is None:
@@ -224,6 +225,8 @@ def key_update():
     if info is None:
         raise NotFoundError("no such key")
     _owner_check(info["team_id"], info["user_id"])
+    if not g.auth.is_admin and (raised := limits.loosened(components.store.get_limits("key", info["key_hash"]), changes)):
+        raise Forbidden(f"only an admin may raise or remove a key's limits or change its budget period: {', '.join(raised)}")
     components.store.update_key(key, limits=changes)
     return jsonify({"key": info["key_hash"], **_key_view(info), **_limits_view("key", info["key_hash"])})
 

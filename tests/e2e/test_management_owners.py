@@ -39,9 +39,9 @@ general_settings:
     team_id_jwt_field: team_id
     team_ids_jwt_field: groups
     team_allowed_routes: [openai_routes, info_routes, management_routes, spend_tracking_routes,
-                          global_spend_tracking_routes]
+                          global_spend_tracking_routes, /customer/new, /customer/info]
     user_allowed_routes: [openai_routes, info_routes, management_routes, spend_tracking_routes,
-                          global_spend_tracking_routes]
+                          global_spend_tracking_routes, /customer/new, /customer/info]
     user_id_jwt_field: sub
     user_email_jwt_field: email
     org_id_jwt_field: org_id
@@ -107,6 +107,13 @@ def cross_team_attempts(w) -> list[tuple[str, str, str, dict | None]]:
             (name, token, "POST", "/key/generate", {"team_id": "own-b"}),
             (name, token, "POST", "/key/generate", {"team_id": "own-a", "user_id": "bob"}),
             (name, token, "POST", "/key/delete", {"keys": [key_b]}),
+            (name, token, "POST", "/key/update", {"key": key_b, "rpm_limit": 1}),
+            (name, token, "POST", "/team/new", {"team_id": "own-new", "max_budget": 1000}),
+            (name, token, "POST", "/team/update", {"team_id": "own-a", "max_budget": 1000}),  # its own: admins only
+            (name, token, "POST", "/user/update", {"user_id": "bob", "max_budget": 0}),
+            (name, token, "POST", "/user/update", {"user_id": "alice", "max_budget": 1000}),  # its own too
+            (name, token, "POST", "/customer/new", {"user_id": "own-customer", "max_budget": 1000}),
+            (name, token, "GET", "/customer/info?end_user_id=own-customer", None),
             (name, token, "GET", f"/key/info?key={key_b}", None),
             (name, token, "GET", "/team/info?team_id=own-b", None),
             (name, token, "GET", "/user/info?user_id=bob", None),
@@ -172,6 +179,37 @@ def test_admins_act_on_every_team(stack, world):
     for path in ("/team/info?team_id=own-b", "/user/info?user_id=bob", "/spend/logs?team_id=own-b", "/global/spend"):
         status, body, _ = client.get(path, token=admin)
         assert status == 200, (path, body)
+
+
+def test_a_caller_may_only_lower_the_limits_of_its_own_keys(stack, world):
+    """/key/update: a key that could lift its own budget or rate limits would have none; an admin may."""
+    client = stack.client
+    status, body, _ = client.post("/key/generate", {"team_id": "own-a", "max_budget": 5, "budget_duration": "1d",
+                                                    "rpm_limit": 10}, token=world.admin)
+    assert status == 200, body
+    key = body["key"]
+
+    def limits():
+        status, info, _ = client.get(f"/key/info?key={key}", token=world.admin)
+        assert status == 200, info
+        return {k: info["info"][k] for k in ("max_budget", "budget_duration", "tpm_limit", "rpm_limit")}
+
+    before = limits()
+    for change, fields in (({"rpm_limit": 11}, "rpm_limit"), ({"rpm_limit": None}, "rpm_limit"),
+                           ({"max_budget": 5.01}, "max_budget"), ({"budget_duration": "1h"}, "budget_duration"),
+                           ({"max_budget": None, "rpm_limit": 50}, "max_budget, rpm_limit")):
+        for token in (world.alice, key):
+            status, body, headers = client.post("/key/update", {"key": key, **change}, token=token)
+            assert (status, headers.get("X-Regate-Reason")) == (403, "not_owner"), (change, body)
+            assert assert_openai_error(body, 403) == ("only an admin may raise or remove a key's limits or change "
+                                                      f"its budget period: {fields}")
+    assert limits() == before
+    status, body, _ = client.post("/key/update", {"key": key, "max_budget": 4, "rpm_limit": 5, "tpm_limit": 100,
+                                                  "budget_duration": "1d"}, token=world.alice)
+    assert status == 200, body
+    assert limits() == {"max_budget": 4.0, "budget_duration": "1d", "tpm_limit": 100, "rpm_limit": 5}
+    status, body, _ = client.post("/key/update", {"key": key, "rpm_limit": 50, "max_budget": None}, token=world.admin)
+    assert status == 200 and (body["rpm_limit"], body["max_budget"]) == (50, None), body
 
 
 def test_a_token_with_several_teams_owns_only_the_team_its_request_runs_as(stack, world, idp):
