@@ -122,12 +122,12 @@ def client(enforcer):
 
 @contextlib.contextmanager
 def config_stack(opa_bin: str, config: Path, env: dict[str, str], work: Path,
-                 database_url: str | None = None) -> Iterator[Client]:
+                 database_url: str | None = None, workers: int = 1) -> Iterator[Client]:
     """A config's own compiled bundle, OPA and enforcer (in `work`); yields a Client on the enforcer."""
     bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
     with OpaServer(opa_bin, bundle=str(bundle)) as opa:
         with EnforcerProcess(config, env=env, opa_url=opa.url, data_dir=work / "data",
-                             database_url=database_url) as proc:
+                             database_url=database_url, workers=workers) as proc:
             client = Client(proc.url)
             try:
                 yield client
@@ -302,6 +302,19 @@ class SseStream:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def leave_mid_stream(url: str, token: str, body: dict, left) -> str:
+    """Open a stream, read its first event and go away, then set `left` (an Event the upstream waits
+    for before the rest); answers the request's id."""
+    stream = SseStream(url, token, body)
+    request_id = stream.response.getheader("X-Request-ID")
+    try:
+        stream.read_events(1)
+    finally:
+        stream.close()  # the client goes away mid-stream
+        left.set()
+    return request_id
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -15,10 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
 from tests.support.mock_openai import Behavior
-from tests.support.opa import OpaServer
 
 from .conftest import (
     EXAMPLE,
@@ -27,7 +24,9 @@ from .conftest import (
     SseStream,
     assert_openai_error,
     chat_body,
+    config_stack,
     enforcer_env,
+    leave_mid_stream,
     metric,
     team_token,
 )
@@ -50,15 +49,10 @@ def budget_config(tmp_path, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def world(opa_bin, idp, upstream, tmp_path_factory):
+    """The budget config's own OPA and enforcer (two workers); `url` is the enforcer's."""
     tmp = tmp_path_factory.mktemp("budgets")
-    config = budget_config(tmp)
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), tmp / "bundle.tar.gz")
-    opa = OpaServer(opa_bin, bundle=str(bundle)).start()
-    enforcer = EnforcerProcess(config, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=tmp / "data",
-                               workers=2).start()
-    yield enforcer
-    enforcer.stop()
-    opa.stop()
+    with config_stack(opa_bin, budget_config(tmp), enforcer_env(idp, upstream), tmp, workers=2) as stack:
+        yield SimpleNamespace(url=stack.base_url)
 
 
 @pytest.fixture
@@ -190,12 +184,7 @@ def test_a_stream_its_client_left_holds_its_slot_until_drained_then_counts_its_t
     idle = metric(gauge, "regate_requests_in_flight")  # the /metrics request itself
     left, later = threading.Event(), threading.Event()
     fresh_upstream.push(Behavior(holds={1: left, 11: later}))  # one chunk; ten once the client left; then wait
-    stream = SseStream(world.url, key, chat_body(content="five words in this prompt", stream=True, max_tokens=30))
-    try:
-        stream.read_events(1)
-    finally:
-        stream.close()  # the client goes away mid-stream
-        left.set()
+    leave_mid_stream(world.url, key, chat_body(content="five words in this prompt", stream=True, max_tokens=30), left)
     try:
         deadline = time.monotonic() + 10
         while metric(gauge, "regate_requests_in_flight") != idle:  # its request is over, its drain is not

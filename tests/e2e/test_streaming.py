@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from regate.enforcer import usage_estimate
 from tests.support.mock_openai import Behavior
 
-from .conftest import SseStream, chat_body, metric, team_token
+from .conftest import SseStream, chat_body, leave_mid_stream, metric, team_token
 
 # examples/regate.yaml prices gpt-4o-mini at 0.00000015 / 0.0000006 USD per token: in nano-USD
 INPUT_NANOS, OUTPUT_NANOS = 150, 600
@@ -94,14 +94,8 @@ def test_a_client_that_leaves_is_billed_the_usage_the_upstream_sends_after(clien
     # The upstream sends one chunk, waits until the client has left, sends ten (the server notices the
     # client is gone when it writes them), then waits again.
     fresh_upstream.push(Behavior(holds={1: left, 11: later}))
-    stream = SseStream(enforcer.url, team_token(idp, team=team), chat_body(content="five words in this prompt",
-                                                                          stream=True, max_tokens=30))
-    request_id = stream.response.getheader("X-Request-ID")
-    try:
-        stream.read_events(1)
-    finally:
-        stream.close()  # the client goes away mid-stream
-        left.set()
+    request_id = leave_mid_stream(enforcer.url, team_token(idp, team=team),
+                                  chat_body(content="five words in this prompt", stream=True, max_tokens=30), left)
     try:
         # Its request is over (the in-flight gauge is back), though the upstream is still inside its answer.
         poll(lambda: metric(metrics, "regate_requests_in_flight") == idle, "the request stayed in flight")
