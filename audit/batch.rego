@@ -42,20 +42,16 @@ explanations := [explanation |
 # description: >-
 #   The facts the enforcer sends for each {"credential", "store"} in input.cases
 #   (enforcer/credentials.py Facts): for a JWT, whether the user the policy derives
-#   exists, and the models of the team it derives when that team has some.
+#   exists; and what the store knows about the teams, team aliases and organization
+#   aliases the credential names (store.teams, store.team_aliases, store.org_aliases).
 #   A credential's facts do not depend on the request, so they are asked once each.
 # entrypoint: true
-facts := [object.union(_user_facts(case), _team_facts(case)) | some case in input.cases]
+facts := [object.union(_user_facts(case), object.filter(case.store, ["teams", "team_aliases", "org_aliases"])) |
+	some case in input.cases
+]
 
 _user_facts(case) := {"user_id": user, "user_exists": case.store.user_exists} if {
 	case.credential.type == "jwt"
 	user := identity.user_id with input as {"credential": case.credential}
 	user != null
-} else := {}
-
-_team_facts(case) := {"team_id": team, "team_models": case.store.team_models} if {
-	case.credential.type == "jwt"
-	count(case.store.team_models) > 0
-	team := identity.team_id with input as {"credential": case.credential}
-	team != null
 } else := {}

@@ -106,7 +106,9 @@ def _documented(report: BundleReport, root: Path, opa_bin: str) -> None:
     packages = {annotations.ref(a["path"]) for a in notes if a["annotations"].get("scope") == "package"
                 and a["annotations"].get("title") and a["annotations"].get("description")}
     for package, sources in sorted((inspected.get("namespaces") or {}).items()):
-        if any(source.endswith(".rego") for source in sources) and package not in packages:
+        # A package made of test files only (a custom policy's own tests) is no policy to document.
+        if any(source.endswith(".rego") and not source.endswith("_test.rego") for source in sources) \
+                and package not in packages:
             report.problems.append(f"opa inspect: package {package} has no METADATA title and description")
     for a in notes:
         if a["annotations"].get("entrypoint") and not (a["annotations"].get("title") and a["annotations"].get("description")):

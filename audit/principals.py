@@ -23,8 +23,9 @@ DEFAULT_DOMAIN = "example.com"
 OUTSIDE_DOMAIN = "outside.invalid"
 
 
-def _store(user_exists: bool = True) -> dict:
-    return {"user_exists": user_exists, "team_models": []}
+def _store(user_exists: bool = True, teams: Iterable[str] = ()) -> dict:
+    """What the store knows: whether the user exists, and the teams it has (no model limit)."""
+    return {"user_exists": user_exists, "teams": {team: [] for team in teams}}
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,11 @@ def team_tokens(config: Config, teams: Iterable[str] = ()) -> list[Principal]:
     if policy.team_field.value is None:
         return []
     domain = _email_domain(policy)
-    out = [Principal(_with_email("team token", domain), "team_token", _jwt(_claims(policy, team=TEAM, domain=domain)))]
+    out = [Principal(_with_email("team token", domain), "team_token", _jwt(_claims(policy, team=TEAM, domain=domain)),
+                     _store(teams=[TEAM]))]
     for team in teams:
         out.append(Principal(_with_email(f"team {team} token", domain), "team_token",
-                             _jwt(_claims(policy, team=team, domain=domain))))
+                             _jwt(_claims(policy, team=team, domain=domain)), _store(teams=[team])))
     return out
 
 
@@ -120,10 +122,10 @@ def email_domain_tokens(config: Config) -> list[Principal]:
     policy = config.policy
     if not policy.email_domains.value or policy.team_field.value is None:
         return []
-    out = [Principal(_with_email("team token", d), "email_domain", _jwt(_claims(policy, team=TEAM, domain=d)))
-           for d in policy.email_domains.value]
+    out = [Principal(_with_email("team token", d), "email_domain", _jwt(_claims(policy, team=TEAM, domain=d)),
+                     _store(teams=[TEAM])) for d in policy.email_domains.value]
     out.append(Principal("team token, email outside the allowed domains", "email_domain",
-                         _jwt(_claims(policy, team=TEAM, domain=OUTSIDE_DOMAIN))))
+                         _jwt(_claims(policy, team=TEAM, domain=OUTSIDE_DOMAIN)), _store(teams=[TEAM])))
     return out
 
 
@@ -134,7 +136,7 @@ def unknown_user_token(config: Config) -> list[Principal]:
         return []
     domain = _email_domain(policy)
     return [Principal(_with_email("team token of a user not in the store", domain), "unknown_user",
-                      _jwt(_claims(policy, team=TEAM, domain=domain)), store=_store(user_exists=False))]
+                      _jwt(_claims(policy, team=TEAM, domain=domain)), store=_store(user_exists=False, teams=[TEAM]))]
 
 
 def virtual_keys(config: Config) -> list[Principal]:
@@ -142,7 +144,7 @@ def virtual_keys(config: Config) -> list[Principal]:
     def key(**owner) -> dict:
         return {"type": "virtual_key", "key": {"user_id": None, "team_id": None, "org_id": None, "models": []} | owner}
 
-    return [Principal("virtual key of a team", "virtual_key", key(team_id=TEAM)),
+    return [Principal("virtual key of a team", "virtual_key", key(team_id=TEAM), _store(teams=[TEAM])),
             Principal("virtual key of a user", "virtual_key", key(user_id=USER))]
 
 

@@ -8,7 +8,7 @@ mkdir -p bench/results/raw
 log="bench/results/raw/run_all-$(date -u +%Y%m%dT%H%M%SZ).log"
 smoke=()
 [ "${1:-}" = "--smoke" ] && smoke=(--smoke)
-for script in profile_request policy_scale streaming overhead; do
+for script in profile_request policy_scale streaming overhead limits; do
   echo "== bench/$script.py ${smoke[*]:-}" | tee -a "$log"
   (cd bench && ../.venv/bin/python "$script.py" "${smoke[@]}") 2>&1 | tee -a "$log"
 done

@@ -41,9 +41,10 @@ class TokenError(RegateError):
 
 
 class KeySetError(RegateError):
-    """Raised when the identity provider's JWKS cannot be fetched or parsed."""
+    """Raised when the identity provider's JWKS cannot be fetched or parsed (and no last good
+    copy is younger than public_key_ttl + public_key_stale_ttl)."""
 
-    code = "jwks_unavailable"
+    code = "idp_unavailable"
     status = 503
 
 

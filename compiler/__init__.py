@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from regate.common.errors import ConfigError
 
-from . import bundle, loader, render, semantics, signing, validate
+from . import bundle, custom_policies, loader, render, semantics, signing, validate
 from .model import Config
 
 
@@ -24,14 +24,16 @@ def load_config(path: str | os.PathLike) -> Config:
     config, diagnostics = semantics.interpret(loaded)
     if config is None:
         raise ConfigError([d for d in diagnostics if d.severity == "error"])
-    return config
+    return custom_policies.load(config)
 
 
 def bundle_files(config: Config, *, signing_key: str | os.PathLike | None = None,
                  signing_alg: str | None = None, key_id: str | None = None) -> dict[str, bytes]:
     """Every file of the bundle for `config`: .manifest included, .signatures.json with a signing key."""
     name = PurePosixPath(config.source_file).name
-    files = bundle.with_manifest(render.render(config), config_sha256=config.source_sha256, config_name=name)
+    rendered = render.render(config)
+    custom_policies.check(config, rendered)
+    files = bundle.with_manifest(rendered, config_sha256=config.source_sha256, config_name=name)
     if signing_key is not None:
         files[signing.SIGNATURES_FILE] = signing.signatures(files, signing_key, algorithm=signing_alg, key_id=key_id)
     return files

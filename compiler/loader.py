@@ -2,7 +2,8 @@
 
 PyYAML's composer gives us nodes with marks; we build the values ourselves so that
 each one can be traced back to where it stands (for located errors and for the
-comments in the generated Rego). Duplicate keys are errors, not silent overrides.
+comments in the generated Rego). Duplicate keys are errors, not silent overrides; a key
+beside a `<<` merge key overrides the merged one, as in PyYAML.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from regate.common.errors import ConfigError
 from .diagnostics import Diagnostic, Path
 
 MAX_DEPTH = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True)
@@ -79,16 +81,31 @@ class _Builder:
         if isinstance(node, SequenceNode):
             return [self.build(child, path + (i,), depth + 1) for i, child in enumerate(node.value)]
         if isinstance(node, MappingNode):
-            self.loader.flatten_mapping(node)  # resolves `<<` merge keys
-            out: dict = {}
-            for key_node, value_node in node.value:
+            own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys: merged pairs first, then the map's own
+            pairs = node.value
+            merged, explicit = pairs[:len(pairs) - own], pairs[len(pairs) - own:]
+            # As PyYAML (and so LiteLLM) reads them: a map's own keys override merged ones, and
+            # among merged maps the one named first wins (it comes last here). Only a key the map
+            # itself repeats is a duplicate.
+            chosen: dict[str, tuple[Node, Node]] = {}
+            for key_node, value_node in merged:
+                key = self.loader.construct_object(key_node, deep=True)
+                if isinstance(key, str):
+                    chosen[key] = (key_node, value_node)
+            own_keys: set[str] = set()
+            for key_node, value_node in explicit:
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     self.error(key_node, path, f"mapping keys must be strings, got {key!r}", "non-string-key")
                     continue
-                if key in out:
+                if key in own_keys:
                     self.error(key_node, path + (key,), f"duplicate key '{key}'", "duplicate-key")
                     continue
+                own_keys.add(key)
+                chosen[key] = (key_node, value_node)
+            out: dict = {}
+            for key, (key_node, value_node) in chosen.items():
                 self.keys[path + (key,)] = _pos(key_node)
                 out[key] = self.build(value_node, path + (key,), depth + 1)
             return out
@@ -97,14 +114,19 @@ class _Builder:
 
 def load_text(text: str, file: str) -> LoadedConfig:
     """Parse YAML text; raise ConfigError with located diagnostics on any problem."""
-    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    loader = yaml.SafeLoader(text)
+    sha256 = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses non-printable characters at once
+    except yaml.reader.ReaderError as e:
+        raise ConfigError([_reader_error(text, e, file)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
             raise ConfigError([Diagnostic(1, 1, "config is empty", "empty-config", file)])
         builder = _Builder(loader, file)
         data = builder.build(node, ())
+    except yaml.reader.ReaderError as e:
+        raise ConfigError([_reader_error(text, e, file)]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -117,6 +139,14 @@ def load_text(text: str, file: str) -> LoadedConfig:
     if builder.errors:
         raise ConfigError(sorted(builder.errors))
     return LoadedConfig(file, data, sha256, builder.values, builder.keys)
+
+
+def _reader_error(text: str, error: yaml.reader.ReaderError, file: str) -> Diagnostic:
+    """A character YAML does not allow (a control character, say), located by its index in `text`."""
+    position = min(max(error.position, 0), len(text))
+    line = text.count("\n", 0, position) + 1
+    col = position - (text.rfind("\n", 0, position) + 1) + 1
+    return Diagnostic(line, col, f"invalid YAML: character U+{error.character:04X} is not allowed", "yaml-syntax", file)
 
 
 def load_file(path: str | FsPath) -> LoadedConfig:

@@ -1,9 +1,10 @@
 """LiteLLM route groups and their expansion into explicit route sets.
 
 A route entry in the config is a group name (`openai_routes`), a literal path
-(`/v1/chat/completions`) or a template (`/v1/models/{model}`, each `{param}`
-matching exactly one path segment). Expansion yields sorted literal paths and
-sorted templates, so a reviewer reads exactly what a role may call.
+(`/v1/chat/completions`), a template (`/v1/models/{model}`, each `{param}`
+matching exactly one path segment) or a prefix (`/internal-models/*`: every path
+below `/internal-models/`, not the bare prefix). Expansion yields sorted literal
+paths, templates and prefixes, so a reviewer reads exactly what a role may call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def is_template(path: str) -> bool:
     return "{" in path
 
 
+def is_prefix(path: str) -> bool:
+    return path.endswith("/*")
+
+
 def _normalise_member(path: str) -> str:
     # LiteLLM lists `/realtime?{model}`: the query is not part of the matched path,
     # and regate matches paths only, so the member stands for `/realtime`.
@@ -44,9 +49,10 @@ def expand(entries: tuple[str, ...]) -> RouteSet:
     for entry in entries:
         members = table.get(entry, (entry,))
         paths.update(_normalise_member(m) for m in members)
-    exact = tuple(sorted(p for p in paths if not is_template(p)))
+    exact = tuple(sorted(p for p in paths if not is_template(p) and not is_prefix(p)))
     templates = tuple(sorted(p for p in paths if is_template(p)))
-    return RouteSet(entries=tuple(entries), exact=exact, templates=templates)
+    prefixes = tuple(sorted(p[:-1] for p in paths if is_prefix(p)))
+    return RouteSet(entries=tuple(entries), exact=exact, templates=templates, prefixes=prefixes)
 
 
 def template_key(template: str) -> str:
@@ -70,6 +76,7 @@ def table(routes: RouteSet) -> dict:
         "exact": {p: True for p in routes.exact},
         "templates": {template_key(t): True for t in routes.templates},
         "template_masks": {n: [list(m) for m in sorted(ms)] for n, ms in sorted(masks.items())},
+        "prefixes": {p: True for p in routes.prefixes},
     }
 
 
@@ -82,6 +89,8 @@ def describe_invalid_entry(entry: str) -> tuple[str, str]:
             "unknown-route-group",
         )
     segments = entry.split("/")[1:]
+    if segments and segments[-1] == "*":
+        segments = segments[:-1]  # a trailing /* is a prefix
     for seg in segments:
         if seg == "":
             return f"invalid route '{entry}': empty path segment (no '//' and no trailing '/')", "invalid-route"
@@ -90,6 +99,8 @@ def describe_invalid_entry(entry: str) -> tuple[str, str]:
         if "{" in seg or "}" in seg:
             if not _PARAM.match(seg):
                 return f"invalid route '{entry}': a template segment must be exactly {{name}}, got '{seg}'", "invalid-route"
+        elif "*" in seg:
+            return f"invalid route '{entry}': only a trailing '/*' is a wildcard (every route below a prefix)", "invalid-route"
         elif not _LITERAL_SEGMENT.match(seg):
             bad = next(c for c in seg if not _LITERAL_SEGMENT.match(c))
             return f"invalid route '{entry}': character {bad!r} is not allowed in a route", "invalid-route"

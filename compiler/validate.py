@@ -96,20 +96,27 @@ def _unknown_key(path, key: str, known) -> str:
     return f"unknown key '{key}' {_where(path)}{did_you_mean(key, known)}"
 
 
+# The message ({value} is the offending value, shortened) and code of a `pattern` failure, by x-kind.
+_PATTERN_MESSAGES = {
+    "claim": ("invalid claim name {value}: use a claim name or a dot path like realm.team", "invalid-claim"),
+    "scope": ("invalid scope {value}: a scope is one word without spaces", "invalid-scope"),
+    "domain": ("invalid email domain {value}: expected a domain like example.com", "invalid-domain"),
+    "master-key": ("master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"),
+    "rego-path": ("invalid custom policy {value}: a path to a .rego file, relative to the config", "invalid-custom-policy"),
+    "issuer": ("invalid issuer {value}: the exact iss of the provider's tokens, without spaces", "invalid-issuer"),
+    "role-name": ("invalid role {value}: a role is one word without spaces", "invalid-role"),
+    "team-id": ("invalid team id {value}: 1 to 256 characters, no control characters", "invalid-team-id"),
+    "duration": ("invalid duration {value}: a whole number followed by s, m, h, d, w or mo (30s, 30m, 30h, 30d, 1mo)",
+                 "invalid-duration"),
+    "url": ("invalid URL {value}: expected http(s)://host[/path] or os.environ/NAME", "invalid-url"),
+}
+
+
 def _pattern_message(kind: str, value: str, path) -> tuple[str, str]:
     if kind == "route":
         return routes.describe_invalid_entry(value)
-    if kind == "claim":
-        return f"invalid claim name {_short(value)}: use a claim name or a dot path like realm.team", "invalid-claim"
-    if kind == "scope":
-        return f"invalid scope {_short(value)}: a scope is one word without spaces", "invalid-scope"
-    if kind == "domain":
-        return f"invalid email domain {_short(value)}: expected a domain like example.com", "invalid-domain"
-    if kind == "master-key":
-        return "master_key must start with 'sk-' (as LiteLLM requires) or be os.environ/NAME", "invalid-master-key"
-    if kind == "url":
-        return f"invalid URL {_short(value)}: expected http(s)://host[/path] or os.environ/NAME", "invalid-url"
-    return f"invalid value {_short(value)}", "invalid-value"
+    message, code = _PATTERN_MESSAGES.get(kind, ("invalid value {value}", "invalid-value"))
+    return message.format(value=_short(value)), code
 
 
 def _matching_branch(error: ValidationError) -> list[ValidationError]:
@@ -150,8 +157,12 @@ def _describe(error: ValidationError, loaded: LoadedConfig) -> list[Diagnostic]:
     if v == "pattern":
         message, code = _pattern_message(error.schema.get("x-kind", ""), error.instance, path)
         return [loaded.diagnostic(path, message, code)]
-    if v in ("minimum", "exclusiveMinimum"):
-        op = ">=" if v == "minimum" else ">"
+    if v == "enum":
+        choices = ", ".join(str(c) for c in error.validator_value)
+        message = f"expected one of {choices}, got {_short(error.instance)}{did_you_mean(str(error.instance), error.validator_value)}"
+        return [loaded.diagnostic(path, message, "invalid-choice")]
+    if v in ("minimum", "exclusiveMinimum", "maximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<="}[v]
         return [loaded.diagnostic(path, f"must be {op} {error.validator_value}, got {_short(error.instance)}", "out-of-range")]
     if v in ("minLength", "minItems"):
         return [loaded.diagnostic(path, "must not be empty", "empty-value")]

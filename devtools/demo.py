@@ -3,8 +3,9 @@
 Starts a dev identity provider (JWKS), a local OpenAI-compatible model stub, and
 `regate serve` on examples/regate.yaml (managed OPA, SQLite), then walks through:
 an admin creates a team and a key, the team calls a model, the key calls a model,
-a team token is refused a management route, the team is blocked and unblocked,
-and the spend shows up. Each call is printed as a table row: who, what, the
+a user in two teams (a `groups` claim) switches teams with the x-litellm-team-id
+header, a team token is refused a management route, the team is blocked and
+unblocked, and the spend shows up. Each call is printed as a table row: who, what, the
 decision, the reason and the status. Ctrl-C stops everything it started.
 """
 
@@ -41,6 +42,7 @@ class Step:
     expect_status: int
     expect_reason: str | None = None
     note: str = ""
+    headers: dict | None = None
 
 
 def _port(preferred: int, ephemeral: bool) -> int:
@@ -61,6 +63,8 @@ def _call(base: str, step: Step) -> tuple[int, dict | str, dict]:
     req.add_header("Content-Type", "application/json")
     if step.credential:
         req.add_header("Authorization", f"Bearer {step.credential}")
+    for name, value in (step.headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             raw, status, headers = resp.read(), resp.status, resp.headers
@@ -174,6 +178,7 @@ class Demo:
         admin = self.token(scope="openid litellm_proxy_admin", sub="ada", email="ada@example.com")
         alice = self.token(team_id="team-a", sub="alice", email="alice@example.com")
         mallory = self.token(team_id="team-a", sub="mallory", email="mallory@elsewhere.test")
+        bob = self.token(groups=["team-a", "team-b"], sub="bob", email="bob@example.com")
         chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to regate"}]}
         print("\nThe tour (flows from LiteLLM's JWT-auth docs, decided by OPA):\n")
         key = None
@@ -184,6 +189,14 @@ class Demo:
                  200, note="a virtual key for team-a"),
             Step("team-a / alice", "POST", "/v1/chat/completions", alice, chat, 200, note="proxied to the model"),
             Step("team-a key (sk-…)", "POST", "/v1/chat/completions", None, chat, 200, note="the key, attributed"),
+            Step("admin ada (scope)", "POST", "/team/new", admin,
+                 {"team_id": "team-b", "team_alias": "Team B", "models": ["gpt-4o-mini"]}, 200, note="a second team"),
+            Step("bob (groups a, b)", "POST", "/v1/chat/completions", bob, chat, 200,
+                 note="x-litellm-team-id: team-b", headers={"x-litellm-team-id": "team-b"}),
+            Step("bob (groups a, b)", "POST", "/v1/chat/completions", bob, chat, 200,
+                 note="x-litellm-team-id: Team B (alias)", headers={"x-litellm-team-id": "Team B"}),
+            Step("bob (groups a, b)", "POST", "/v1/chat/completions", bob, chat, 403, "team_not_granted",
+                 note="x-litellm-team-id: team-c", headers={"x-litellm-team-id": "team-c"}),
             Step("team-a / alice", "POST", "/key/generate", alice, {}, 403, "route_not_allowed",
                  note="teams may not manage keys"),
             Step("team-a / mallory", "POST", "/v1/chat/completions", mallory, chat, 403, "email_domain_not_allowed",
@@ -230,7 +243,8 @@ Try it yourself while this runs (Ctrl-C stops everything):
   curl -s {self.base}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
       -H 'Content-Type: application/json' -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "hi"}}]}}'
 
-  An admin token: add --scope litellm_proxy_admin.
+  An admin token: add --scope litellm_proxy_admin. A user in two teams: --claim 'groups=["team-a","team-b"]'
+  instead of --claim team_id=team-a, and pick the team per request with -H 'x-litellm-team-id: team-b'.
   Metrics: {self.base}/metrics   Readiness: {self.base}/health/readiness
 """)
 

@@ -16,7 +16,8 @@ Token counts are deterministic so callers know the exact usage in advance:
 A `Behavior` overrides both.
 
 Test controls (`Behavior`): error injection, a delay before the status line, per-chunk
-delays, a `hold` event after the first chunk (to prove a proxy streams before the end),
+delays, a `hold` event after the first chunk (to prove a proxy streams before the end) and
+`holds` before any other chunks,
 dropping the connection, close-delimited framing, extra response headers. Behaviours are
 taken from the one-shot queue (`push`), else by upstream model (`by_model`), else the
 `default`. Every request is recorded (method, path, query, headers, JSON body, peer, and
@@ -64,6 +65,7 @@ class Behavior:
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
     hold: threading.Event | None = None  # after the first chunk, wait for it before the rest
+    holds: dict[int, threading.Event] = field(default_factory=dict)  # before stream event i, wait for holds[i]
     drop_after_chunks: int | None = None  # close abruptly after this many SSE events
     drop_before_response: bool = False  # read the request, then close without answering
     framing: Literal["chunked", "close"] = "chunked"  # how a stream is delimited
@@ -442,8 +444,9 @@ class MockOpenAIHandler(QuietHandler):
             if index == 0:
                 framed = head + framed  # headers and the first chunk in one send
             else:
-                if index == 1 and behavior.hold is not None:
-                    self.mock._wait_hold(behavior.hold)
+                hold = behavior.holds.get(index) or (behavior.hold if index == 1 else None)
+                if hold is not None:
+                    self.mock._wait_hold(hold)
                 self.mock._pause(behavior.chunk_delay)
             rec.sent.append(event)  # recorded before the write, as in _answer_bytes
             if index < last:

@@ -42,22 +42,26 @@ class BundleSource:
         self.tarball: bytes = b""
         self.source_sha256: str | None = None
         self.last_error: str | None = None
+        self._inputs = [self.config_path]  # the config, and the custom policies its last compile read
         self._changed = threading.Condition()
 
     def refresh(self) -> bool:
-        """Recompile when the file's content changed; True when a new revision is served."""
-        try:
-            raw = self.config_path.read_bytes()
-        except OSError as e:
-            self.last_error = f"{self.config_path}: cannot read config: {e.strerror}"
-            log.error(self.last_error)
-            return False
-        digest = hashlib.sha256(raw).hexdigest()
+        """Recompile when the config's (or a custom policy's) content changed; True when a new revision is served."""
+        hashed = hashlib.sha256()
+        for path in self._inputs:
+            try:
+                hashed.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError as e:
+                self.last_error = f"{path}: cannot read {'config' if path == self.config_path else 'custom policy'}: {e.strerror}"
+                log.error(self.last_error)
+                return False
+        digest = hashed.hexdigest()
         if digest == self.source_sha256:
             return False
         self.source_sha256 = digest
         try:
             config = compiler.load_config(self.config_path)
+            self._inputs = [self.config_path] + [self.config_path.parent / p.path for p in config.policy.custom_policies.value]
             files = compiler.bundle_files(config, **self.signing_options)
         except ConfigError as e:
             self.last_error = str(e)

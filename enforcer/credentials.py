@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from regate.common.errors import TokenError
+from regate.compiler.model import AuthPolicy, ClaimField
 
+from .claims import claim_value, role_names, string_claim
 from .store import Store, hash_key
+from .team_facts import TeamFacts
 from .tokens import TokenVerifier
 from .ttl_cache import TtlCache
 
@@ -30,11 +33,13 @@ class Credential:
     claims: dict[str, Any] = field(default_factory=dict)
     key: dict[str, Any] | None = None  # the stored key's owner ids and models (never the key)
     key_hash: str | None = None
+    issuer: str | None = None  # the issuers entry that verified a JWT; None: JWT_PUBLIC_KEY_URL
 
     def as_input(self) -> dict:
         doc: dict[str, Any] = {"type": self.type}
         if self.type == "jwt":
             doc["claims"] = self.claims
+            doc["issuer"] = self.issuer
         if self.key is not None:
             doc["key"] = self.key
         return doc
@@ -110,71 +115,52 @@ class Authenticator:
             # Never verified, so no claims: the policy answers jwt_auth_disabled.
             return Credential("jwt")
         if self._verifier is None:
-            raise TokenError("JWT auth is enabled but JWT_PUBLIC_KEY_URL is not set", code="jwt_not_configured")
-        return Credential("jwt", claims=self._verifier.verify(token))
-
-
-def claim_value(claims: Mapping[str, Any], name: str | None) -> Any:
-    """A claim by literal name first, else by dot path (the policy's rule, for the store lookups)."""
-    if name is None:
-        return None
-    if name in claims:
-        return claims[name]
-    node: Any = claims
-    for part in name.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+            raise TokenError("JWT auth is enabled but neither JWT_PUBLIC_KEY_URL nor litellm_jwtauth.issuers is set",
+                             code="jwt_not_configured")
+        claims, issuer = self._verifier.verify_issued(token)
+        return Credential("jwt", claims=claims, issuer=issuer)
 
 
 class Facts:
     """`facts` for the OPA input, from the store (cached briefly): whether the user the token
-    names exists, and the models its team is limited to (`/team/new` `models`)."""
+    names exists, and what the store knows about the teams the credential may run as."""
 
-    def __init__(self, store: Store, *, user_field: str | None, email_field: str | None, team_field: str | None,
-                 checks_users: bool, ttl: float = 5.0):
+    def __init__(self, store: Store, policy: AuthPolicy, *, teams: TeamFacts, ttl: float = 5.0):
         self._store = store
-        self._user_fields = (user_field, email_field)
-        self._team_field = team_field
-        self._checks_users = checks_users
+        self._policy = policy
+        self._checks_users = policy.checks_user_existence
         self._users = TtlCache(ttl)
-        self._teams = TtlCache(ttl)
+        self.teams = teams
 
     def user_id(self, credential: Credential) -> str | None:
-        """The user id the policy derives: the user claim, else (as in LiteLLM) the email claim."""
-        return _first_string(credential, self._user_fields)
+        """The user id the policy derives (identity.rego): the object id of a token whose roles map
+        to internal_user only, else the user claim, else (as in LiteLLM) the email claim."""
+        if credential.type != "jwt":
+            return None
+        claims, policy = credential.claims, self._policy
+        if policy.object_id_field.value is not None:
+            roles = role_names(claim_value(claims, _name(policy.roles_field.value)))
+            if policy.mapped_roles(roles) == {"internal_user"} and (object_id := string_claim(
+                    claims, policy.object_id_field.value.name)):
+                return object_id
+        names = (_name(policy.claim_field(f, credential.issuer)) for f in ("user_field", "email_field"))
+        return next(filter(None, (string_claim(claims, name) for name in names)), None)
 
-    def for_credential(self, credential: Credential) -> dict | None:
+    def for_credential(self, credential: Credential, requested_team: str | None = None) -> dict | None:
         facts: dict = {}
         user_id = self.user_id(credential) if self._checks_users else None
         if user_id is not None:
             exists = self._users.fetch(user_id, self._store.user_exists)
             facts.update(user_id=user_id, user_exists=exists)
-        team_id = _first_string(credential, (self._team_field,))
-        if team_id is not None:
-            models = self._teams.fetch(team_id, self._team_models)
-            if models:
-                facts.update(team_id=team_id, team_models=list(models))
+        facts.update(self.teams.for_credential(credential, requested_team))
         return facts or None
-
-    def _team_models(self, team_id: str) -> tuple[str, ...]:
-        team = self._store.get_team(team_id)
-        return tuple(team["models"] or ()) if team else ()
 
     def created(self, user_id: str) -> None:
         self._users.put(user_id, True)
 
     def team_changed(self, team_id: str) -> None:
-        self._teams.drop(team_id)
+        self.teams.changed(team_id)
 
 
-def _first_string(credential: Credential, names) -> str | None:
-    """The first of the named claims that is a non-empty string (JWTs only)."""
-    if credential.type != "jwt":
-        return None
-    for name in names:
-        value = claim_value(credential.claims, name)
-        if isinstance(value, str) and value:
-            return value
-    return None
+def _name(field: ClaimField | None) -> str | None:
+    return field.name if field is not None else None

@@ -4,7 +4,11 @@ The key is the exact input OPA would see (claims, path, method, model, facts) pl
 blocked-team state generation: a block applied to this worker's OPA bumps the generation,
 so no cached allow outlives it. The TTL (0.5 s by default) bounds how long a new policy
 revision takes to show. Errors are never cached (a failure to decide is never remembered),
-nor decisions that upsert a user (the next request's facts differ anyway).
+nor decisions that upsert a user or a team (the next request's facts differ anyway), nor
+refusals of requests without a credential (anyone can send any number of them).
+
+What the cache holds is bounded in entries and in bytes (the encoded inputs, whose
+client-chosen parts the gate bounds too: path, model name); expired entries leave at once.
 """
 
 from __future__ import annotations
@@ -16,12 +20,24 @@ from . import metrics
 from .decisions import Decision, OpaClient, encode_input
 from .ttl_cache import TtlCache
 
+ENTRY_OVERHEAD = 400  # bytes a cached decision costs beside its key: the tuple, the Decision, the dict slot
+
 
 class DecisionCache:
-    def __init__(self, opa: OpaClient, *, ttl: float, generation: Callable[[], int], maxsize: int = 4096):
+    def __init__(self, opa: OpaClient, *, ttl: float, generation: Callable[[], int], maxsize: int = 4096,
+                 max_bytes: int = 8 * 1024 * 1024, clock: Callable[[], float] = time.monotonic):
         self._opa = opa
         self._generation = generation
-        self._cache = TtlCache(ttl, maxsize=maxsize) if ttl > 0 else None
+        self._cache = TtlCache(ttl, maxsize=maxsize, clock=clock, max_bytes=max_bytes,
+                               size_of=lambda key, _: len(key[1]) + ENTRY_OVERHEAD) if ttl > 0 else None
+
+    @property
+    def entries(self) -> int:
+        return len(self._cache) if self._cache is not None else 0
+
+    @property
+    def weight(self) -> int:
+        return self._cache.weight if self._cache is not None else 0
 
     def decide(self, input_doc: dict) -> Decision:
         body = encode_input(input_doc)
@@ -36,7 +52,8 @@ class DecisionCache:
             return decision
         metrics.DECISION_CACHE.labels("miss").inc()
         decision = self._ask(body)
-        if not decision.upsert_user:
+        anonymous = input_doc.get("credential", {}).get("type") == "none"
+        if not (decision.upsert_user or decision.upsert_team) and (decision.allow or not anonymous):
             self._cache.put(key, decision)
         return decision
 

@@ -12,13 +12,14 @@ own HTTP/1.1 client (enforcer.http_client, shared with the upstream calls).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from regate.common.errors import DecisionError
 
-from .http_client import ConnectionPool, ConnectTimeout, HTTPClientError, ProtocolError
+from .http_client import ConnectionPool, ConnectTimeout, HTTPClientError, StaleConnection
 
 DECISION_PATH = "/v1/data/regate/authz/decision"
 STATE_PATH = "/v1/data/regate_state"
@@ -42,6 +43,7 @@ class Decision:
     role: str | None
     subject: dict[str, str | None]
     upsert_user: bool
+    upsert_team: bool = False  # create subject.team_id's record (team_id_upsert)
     decision_id: str | None = None  # OPA's, when its decision log is on: the access log names it
 
     @property
@@ -60,6 +62,7 @@ def parse_decision(result: Any) -> Decision:
     role = result.get("role")
     subject = result.get("subject")
     upsert = result.get("upsert_user")
+    upsert_team = result.get("upsert_team")
     well_formed = (
         isinstance(allow, bool)
         and isinstance(status, int) and not isinstance(status, bool)
@@ -68,13 +71,15 @@ def parse_decision(result: Any) -> Decision:
         and (role is None or isinstance(role, str))
         and isinstance(subject, dict) and all(subject.get(k) is None or isinstance(subject.get(k), str) for k in _SUBJECT_KEYS)
         and isinstance(upsert, bool)
+        and isinstance(upsert_team, bool)
+        and (not upsert_team or (allow and isinstance(subject.get("team_id"), str)))  # a team to create is named
         # An allow must be unambiguous: no reasons, status 200. A deny must carry a reason and an error status.
         and ((allow and status == 200 and not reasons) or (not allow and reasons and 400 <= status <= 599))
     )
     if not well_formed:
         raise DecisionError("the policy returned a malformed decision", code="decision_malformed")
     return Decision(allow, status, tuple(reasons), message, role,
-                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert)
+                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert, upsert_team)
 
 
 def encode_input(input_doc: dict) -> bytes:
@@ -98,20 +103,22 @@ class OpaClient:
 
     def _send(self, method: str, path: str, body: bytes = b"", timeout: float | None = None,
               headers: dict[str, str] = _JSON) -> _Answer:
-        # One retry, only when a pooled keep-alive connection turns out to be closed by OPA
-        # (no answer, or a reset); a timeout is never retried, so the time bound holds.
+        # The timeout bounds the whole call: connect, request, answer and the one retry, which
+        # is made only when a kept-alive connection turns out closed by OPA before any answer
+        # byte (it may have dropped it while idle), never for a new connection or a timeout.
         timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
         for attempt in (0, 1):
             try:
-                response = self._pool.request(method, path, body, headers, connect_timeout=min(self.timeout, 0.5),
-                                              timeout=timeout)
+                response = self._pool.request(method, path, body, headers, connect_timeout=min(timeout, 0.5),
+                                              timeout=timeout, deadline=deadline)
                 try:
                     return _Answer(response.status, response.read(_MAX_ANSWER))
                 finally:
                     response.release()
             except (ConnectTimeout, TimeoutError):
                 raise DecisionError("the policy engine did not answer in time", code="decision_timeout") from None
-            except (ProtocolError, ConnectionError):
+            except StaleConnection:
                 if attempt:
                     raise DecisionError("the policy engine is unreachable", code="decision_unavailable") from None
             except (HTTPClientError, OSError):

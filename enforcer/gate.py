@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 
-from regate.common.errors import RegateError
+from regate.common.errors import BadRequestError, RegateError
 
 from . import metrics
 from .bodies import json_body
@@ -23,11 +23,13 @@ from .credentials import Credential
 from .decisions import Decision
 from .paths import NonCanonicalPath, canonical_path, request_target
 from .responses import error_response, from_error
+from .team_facts import requested_team
 
 log = logging.getLogger("regate.access")
 
 EXEMPT_PREFIXES = ("/health/",)
 EXEMPT_PATHS = ("/metrics",)
+MAX_MODEL_NAME = 256
 # Routes whose JSON body names the model the decision may depend on (virtual-key model lists).
 MODEL_ROUTES = frozenset(
     {"/chat/completions", "/v1/chat/completions", "/completions", "/v1/completions", "/embeddings", "/v1/embeddings"}
@@ -60,16 +62,28 @@ def _request_model(path: str):
         return None
     body = json_body()
     model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
+        # Refused before OPA: the model is part of the decision's input, and of its cache key.
+        raise BadRequestError(f"the model name is longer than {MAX_MODEL_NAME} characters", code="model_name_too_long")
     g.model = model if isinstance(model, str) else None
     return g.model
 
 
 def _decide(components, credential: Credential, path: str) -> Decision:
+    team = requested_team(request.headers)
     input_doc = {
-        "request": {"method": request.method, "path": path, "model": _request_model(path)},
+        "request": {"method": request.method, "path": path, "model": _request_model(path), "requested_team": team},
         "credential": credential.as_input(),
     }
-    facts = components.facts.for_credential(credential)
+    facts = components.facts.for_credential(credential, team)
+    if request.method == "POST" and path in MODEL_ROUTES:
+        # Spending routes: the budgets of every principal the request may spend for, for the policy
+        # (it selects the team the request runs as); their rate limits, for the proxy.
+        team_ids = (facts or {}).get("teams", {})
+        g.standing = components.budgets.standing(components.budgets.principals(credential, team_ids))
+        budgets = components.budgets.facts(g.standing)
+        if budgets is not None:
+            facts = {**(facts or {}), "budgets": budgets}
     if facts is not None:
         input_doc["facts"] = facts
     decision = components.decisions.decide(input_doc)
@@ -105,16 +119,24 @@ def gate():
         if decision.reason == "state_unavailable":
             components.block_sync.request_full_sync()
         return error_response(decision.status, decision.message, decision.reason)
-    if decision.upsert_user:
-        user_id = decision.subject["user_id"]
-        try:
-            components.store.create_user(user_id, email=decision.subject["email"], if_missing=True)
-        except RegateError as e:
-            g.reason = e.code
-            return from_error(e)
-        components.facts.created(user_id)
+    try:
+        _upsert(components, decision)
+    except RegateError as e:
+        g.reason = e.code
+        return from_error(e)
     g.auth = Auth(credential, decision, path)
     return None
+
+
+def _upsert(components, decision: Decision) -> None:
+    """Create the user and the team the policy asks for (user_id_upsert, team_id_upsert)."""
+    subject = decision.subject
+    if decision.upsert_user:
+        components.store.create_user(subject["user_id"], email=subject["email"], if_missing=True)
+        components.facts.created(subject["user_id"])
+    if decision.upsert_team:
+        components.store.create_team(subject["team_id"], if_missing=True)
+        components.facts.team_changed(subject["team_id"])
 
 
 def _access_fields(response) -> dict:

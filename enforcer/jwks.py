@@ -1,9 +1,11 @@
 """The identity provider's signing keys: JWKS URLs fetched, parsed and cached (network side).
 
-- `JwtSettings`: the environment (`JWT_PUBLIC_KEY_URL`, `JWT_AUDIENCE`, `JWT_ISSUER`) plus
-  `litellm_jwtauth.public_key_ttl` and a few bounded knobs.
-- `KeySet`: fetches and caches the signing keys of every configured JWKS URL (an OpenID
-  discovery URL is resolved to its `jwks_uri`). One per process; safe under threads and gevent.
+- `JwtSettings`: the environment (`JWT_PUBLIC_KEY_URL`, `JWT_AUDIENCE`, `JWT_ISSUER`), the
+  identity providers of `litellm_jwtauth.issuers` (`IssuerSettings`), plus
+  `litellm_jwtauth.public_key_ttl` / `public_key_stale_ttl` and a few bounded knobs.
+- `KeySet`: fetches and caches the signing keys of some JWKS URLs (an OpenID discovery URL is
+  resolved to its `jwks_uri`): one for JWT_PUBLIC_KEY_URL and one per issuer, so keys are
+  looked up per issuer and two providers' equal `kid`s never meet. Safe under threads and gevent.
 - `parse_jwk(s)`: which published keys are usable for signatures (asymmetric, public, allowed).
 
 A JWKS that was never obtainable is a `KeySetError` (503). Token checks live in `tokens`.
@@ -38,7 +40,7 @@ MIN_RSA_BITS = 2048
 MAX_KIDLESS_CANDIDATES = 10  # keys tried for a token without `kid` (bounds the work per token)
 MAX_KEYS_PER_SOURCE = 100
 MAX_JWKS_BYTES = 1 << 20
-DEFAULT_STALE_FLOOR = 86400.0  # last good keys stay usable at least a day through an IdP outage
+DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 # Private-key members of RSA/EC/OKP/oct JWKs: a JWKS publishing them is a leak, never trusted.
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
@@ -49,13 +51,32 @@ _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
 @dataclass(frozen=True)
-class JwtSettings:
-    """How tokens are verified; built from the environment by `from_env`."""
+class IssuerSettings:
+    """One `litellm_jwtauth.issuers` entry: tokens whose `iss` is `issuer` are verified against
+    these keys and this audience only."""
 
-    jwks_urls: tuple[str, ...]  # JWT_PUBLIC_KEY_URL, comma-separated
+    issuer: str
+    jwks_url: str  # the entry's jwks_url, else the issuer's OpenID discovery document
+    audience: str | None  # None: disable_audience_validation
+    discovered: bool = False  # jwks_url is the issuer's discovery document, whose `issuer` must match
+
+    @classmethod
+    def of(cls, issuer: str, *, audience: str | None, jwks_url: str | None = None) -> IssuerSettings:
+        if jwks_url:
+            return cls(issuer, jwks_url, audience)
+        return cls(issuer, issuer.rstrip("/") + DISCOVERY_SUFFIX, audience, discovered=True)
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """How tokens are verified; built from the environment and the config by `from_env`."""
+
+    jwks_urls: tuple[str, ...]  # JWT_PUBLIC_KEY_URL, comma-separated; for tokens of no listed issuer
     audience: str | None = None  # JWT_AUDIENCE; None = not checked
     issuer: str | None = None  # JWT_ISSUER; None = not checked
     public_key_ttl: float = 600.0  # litellm_jwtauth.public_key_ttl
+    public_key_stale_ttl: float = 3600.0  # litellm_jwtauth.public_key_stale_ttl; 0 = fail closed at once
+    issuers: tuple[IssuerSettings, ...] = ()  # litellm_jwtauth.issuers
     leeway: float = 30.0  # clock skew allowed for exp/nbf/iat
     unknown_kid_cooldown: float = 30.0  # at most one refetch per cooldown for an unknown kid
     retry_interval: float = 5.0  # minimum gap between fetch attempts while keys are missing/expired
@@ -63,11 +84,16 @@ class JwtSettings:
     max_token_bytes: int = 8192
 
     def __post_init__(self) -> None:
-        if not self.jwks_urls:
+        if not self.jwks_urls and not self.issuers:
             raise _settings_error("JWT_PUBLIC_KEY_URL names no URL")
         for url in self.jwks_urls:
             if not _is_http_url(url):
                 raise _settings_error(f"JWT_PUBLIC_KEY_URL entry is not an http(s) URL: {url!r}")
+        for entry in self.issuers:
+            if not _is_http_url(entry.jwks_url):
+                raise _settings_error(f"the keys of issuer {entry.issuer!r} are not at an http(s) URL: {entry.jwks_url!r}")
+        if not self.public_key_stale_ttl >= 0:
+            raise _settings_error("public_key_stale_ttl must be >= 0")
         for name in ("public_key_ttl", "fetch_timeout"):
             if not getattr(self, name) > 0:
                 raise _settings_error(f"{name} must be > 0")
@@ -79,20 +105,24 @@ class JwtSettings:
 
     @property
     def stale_limit(self) -> float:
-        """Seconds a source's last good keys keep serving while refreshes fail: max(10 x ttl, 1 day)."""
-        return max(10 * self.public_key_ttl, DEFAULT_STALE_FLOOR)
+        """Seconds a source's last good keys keep serving while refreshes fail (as in LiteLLM)."""
+        return self.public_key_ttl + self.public_key_stale_ttl
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], public_key_ttl: float = 600.0) -> JwtSettings | None:
-        """Settings from LiteLLM's variables; None when JWT_PUBLIC_KEY_URL is unset or blank."""
+    def from_env(cls, environ: Mapping[str, str], public_key_ttl: float = 600.0, public_key_stale_ttl: float = 3600.0,
+                 issuers: tuple[IssuerSettings, ...] = ()) -> JwtSettings | None:
+        """Settings from LiteLLM's variables and the config's issuers; None when there are neither
+        (JWT_PUBLIC_KEY_URL unset or blank, no issuers)."""
         urls = tuple(u.strip() for u in (environ.get("JWT_PUBLIC_KEY_URL") or "").split(",") if u.strip())
-        if not urls:
+        if not urls and not issuers:
             return None
         return cls(
             jwks_urls=urls,
             audience=(environ.get("JWT_AUDIENCE") or "").strip() or None,
             issuer=(environ.get("JWT_ISSUER") or "").strip() or None,
             public_key_ttl=float(public_key_ttl),
+            public_key_stale_ttl=float(public_key_stale_ttl),
+            issuers=issuers,
         )
 
 
@@ -219,11 +249,13 @@ class _SourceKeys:
 
 
 class KeySet:
-    """The signing keys of every configured JWKS URL, cached `public_key_ttl` seconds.
+    """The signing keys of some JWKS URLs (default: JWT_PUBLIC_KEY_URL's), cached `public_key_ttl` seconds.
 
     - Refetch on TTL expiry, and on an unknown `kid` at most once per `unknown_kid_cooldown`.
     - While keys are missing or expired, fetch attempts are at least `retry_interval` apart.
-    - A failed fetch keeps serving that URL's last good keys for `stale_limit` seconds.
+    - A failed fetch keeps serving that URL's last good keys until `stale_limit` seconds after they
+      were fetched (public_key_ttl + public_key_stale_ttl); then KeySetError (503 idp_unavailable).
+    - `expected_issuer`: the URL is that issuer's OpenID discovery document, whose `issuer` must be it.
     - One fetch at a time: concurrent misses wait for it instead of fetching again.
     - `get` raises KeySetError only when no key at all is available.
 
@@ -235,10 +267,14 @@ class KeySet:
         self,
         settings: JwtSettings,
         *,
+        urls: Sequence[str] | None = None,
+        expected_issuer: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         http: urllib3.PoolManager | None = None,
     ):
         self.settings = settings
+        self.urls = tuple(settings.jwks_urls if urls is None else urls)
+        self._expected_issuer = expected_issuer
         self._clock = clock
         self._http = http if http is not None else urllib3.PoolManager(num_pools=4)
         # threading.Lock is gevent-aware once gevent has monkey-patched the process.
@@ -246,7 +282,7 @@ class KeySet:
         self._sources: dict[str, _SourceKeys] = {}  # replaced wholesale, read without the lock
         self._errors: dict[str, str] = {}
         self._last_attempt: float | None = None
-        for url in settings.jwks_urls:
+        for url in self.urls:
             host = urlsplit(url).hostname or ""
             if url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
                 log.warning("JWKS URL %s is plain http: keys can be substituted in transit", _display(url))
@@ -274,7 +310,7 @@ class KeySet:
             return []  # the kid exists, only not for this alg: a refetch would not help
         # Unknown kid (or no kid-less key of that type): maybe the IdP rotated keys.
         self._fetch_if(
-            lambda now: list(settings.jwks_urls) if self._may_attempt(now, settings.unknown_kid_cooldown) else [],
+            lambda now: list(self.urls) if self._may_attempt(now, settings.unknown_kid_cooldown) else [],
             blocking=True,
         )
         return self._or_unavailable(self._find(kid, alg))
@@ -298,13 +334,13 @@ class KeySet:
 
     def _servable(self, now: float) -> list[_SourceKeys]:
         limit = self.settings.stale_limit
-        return [src for src in self._sources.values() if now - src.fetched_at <= limit]
+        return [src for src in self._sources.values() if now - src.fetched_at < limit]
 
     def _expired(self, now: float) -> list[str]:
         """The URLs whose keys are missing or older than the TTL."""
         sources = self._sources
         ttl = self.settings.public_key_ttl
-        return [url for url in self.settings.jwks_urls if url not in sources or now - sources[url].fetched_at >= ttl]
+        return [url for url in self.urls if url not in sources or now - sources[url].fetched_at >= ttl]
 
     def _may_attempt(self, now: float, interval: float) -> bool:
         return self._last_attempt is None or now - self._last_attempt >= interval
@@ -315,7 +351,7 @@ class KeySet:
         """Fetch every URL now (e.g. at start-up). Raises KeySetError when every URL failed;
         keys already held stay in use either way."""
         with self._fetch_lock:
-            if not self._fetch_all(self.settings.jwks_urls):
+            if not self._fetch_all(self.urls):
                 raise KeySetError("could not fetch any JWKS: " + "; ".join(self._errors.values()))
 
     def _fetch_if(self, due: Callable[[float], list[str]], *, blocking: bool) -> None:
@@ -356,7 +392,11 @@ class KeySet:
             jwks_uri = document["jwks_uri"]  # OpenID discovery document
             if not isinstance(jwks_uri, str) or not _is_http_url(jwks_uri):
                 raise _FetchError("discovery document has no usable http(s) jwks_uri")
+            if self._expected_issuer is not None and document.get("issuer") != self._expected_issuer:
+                raise _FetchError("discovery document names another issuer")  # OpenID Connect Discovery §4.3
             document = self._fetch_json(jwks_uri)
+        elif self._expected_issuer is not None:
+            raise _FetchError("not an OpenID discovery document")
         try:
             keys = parse_jwks(document, url)
         except ValueError as exc:
@@ -412,7 +452,7 @@ class KeySet:
         now = self._clock()
         servable = {src.url for src in self._servable(now)}
         sources = []
-        for url in self.settings.jwks_urls:
+        for url in self.urls:
             src = self._sources.get(url)
             sources.append(
                 {

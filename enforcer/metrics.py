@@ -28,9 +28,12 @@ UPSTREAM_SECONDS = Histogram("regate_upstream_seconds", "Time until the model up
 REQUESTS = Counter("regate_requests_total", "Requests answered, by status code.", ["status"])
 IN_FLIGHT = Gauge("regate_requests_in_flight", "Requests being handled.", multiprocess_mode="livesum")
 SPEND_EVENTS = Counter("regate_spend_events_total",
-                       "Spend-writer events: written, retries, spooled, queue_full, replayed, unpriced.", ["event"])
+                       "Spend-writer events: written, retries, spooled, queue_full, replayed, unpriced, estimated.",
+                       ["event"])
 SPEND_QUEUED = Gauge("regate_spend_queue_depth", "Spend records waiting to be written.", multiprocess_mode="livesum")
-STATE_SYNCS = Counter("regate_state_syncs_total", "Pushes of blocked-team state into OPA.", ["kind", "result"])
+STATE_SYNCS = Counter("regate_state_syncs_total",
+                      "Blocked-team state: pushes into OPA (push, event, full), and checks that OPA still holds it.",
+                      ["kind", "result"])
 
 
 def exposition() -> tuple[bytes, str]:

@@ -1,18 +1,23 @@
 """What a request cost, in integer nano-USD, computed exactly.
 
 Prices per token come from the deployment's `model_info` (`input_cost_per_token`,
-`output_cost_per_token`, Decimal USD), else from the small built-in table below,
-keyed by the upstream model name. Arithmetic is exact Decimal; the result is
-rounded half-even to whole nano-USD once per request. A side with no known price
-counts as 0 and the quote says the request was not (fully) priced, so the caller
-can log or count it.
+`output_cost_per_token`, Decimal USD), else from LiteLLM's price table (a filtered copy of
+LiteLLM 1.80.0's model_prices_and_context_window JSON in model_prices.json, read as exact
+Decimals; `scripts/refresh-prices` refreshes it): OpenAI models by their upstream name, Azure
+deployments by `model_info.base_model` (as LiteLLM prices them), else by `azure/<deployment>`.
+Arithmetic is exact Decimal; the result is rounded half-even to whole nano-USD once per
+request. A side with no known price counts as 0 and the quote says the request was not
+(fully) priced, so the caller can log or count it.
 """
 
 from __future__ import annotations
 
 import decimal
+import json
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
@@ -21,6 +26,7 @@ from regate.compiler.model import Deployment
 
 # Exact arithmetic: prec far above any product of a token count and a price; Inexact traps.
 _EXACT = decimal.Context(prec=200, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+PRICE_TABLE = Path(__file__).with_name("model_prices.json")
 
 
 @dataclass(frozen=True)
@@ -40,31 +46,27 @@ class Quote:
     source: str  # "config", "builtin", "config+builtin", "partial" or "unpriced"
 
 
-def _per_million(input_usd: str, output_usd: str) -> Prices:
-    return Prices(Decimal(input_usd).scaleb(-6), Decimal(output_usd).scaleb(-6))
+@lru_cache(maxsize=1)
+def litellm_prices() -> Mapping[str, Prices]:
+    """LiteLLM's per-token prices by model key (`gpt-4o-mini`, `azure/gpt-4o`), exact."""
+    table = json.loads(PRICE_TABLE.read_text(), parse_float=Decimal, parse_int=Decimal)
+    return MappingProxyType({
+        name: Prices(entry.get("input_cost_per_token"), entry.get("output_cost_per_token"))
+        for name, entry in table["models"].items()
+    })
 
 
-# OpenAI's published list prices, USD per 1M tokens (standard tier, no cache discounts).
-# Only exact names match: a dated snapshot with a different price must be listed itself.
-BUILTIN_PRICES: Mapping[str, Prices] = MappingProxyType({
-    "gpt-4o": _per_million("2.50", "10.00"),
-    "gpt-4o-2024-05-13": _per_million("5.00", "15.00"),
-    "gpt-4o-2024-08-06": _per_million("2.50", "10.00"),
-    "gpt-4o-2024-11-20": _per_million("2.50", "10.00"),
-    "gpt-4o-mini": _per_million("0.15", "0.60"),
-    "gpt-4o-mini-2024-07-18": _per_million("0.15", "0.60"),
-    "gpt-4.1": _per_million("2.00", "8.00"),
-    "gpt-4.1-2025-04-14": _per_million("2.00", "8.00"),
-    "gpt-4.1-mini": _per_million("0.40", "1.60"),
-    "gpt-4.1-mini-2025-04-14": _per_million("0.40", "1.60"),
-    "gpt-3.5-turbo": _per_million("0.50", "1.50"),
-    "gpt-3.5-turbo-0125": _per_million("0.50", "1.50"),
-    "o3-mini": _per_million("1.10", "4.40"),
-    "o3-mini-2025-01-31": _per_million("1.10", "4.40"),
-    "text-embedding-3-small": _per_million("0.02", "0"),
-    "text-embedding-3-large": _per_million("0.13", "0"),
-    "text-embedding-ada-002": _per_million("0.10", "0"),
-})
+def table_prices(deployment: Deployment) -> Prices | None:
+    """The table's prices for a deployment, LiteLLM's way: Azure by base_model, OpenAI by model name."""
+    table = litellm_prices()
+    if deployment.provider == "azure":
+        base = deployment.base_model.removeprefix("azure/") if deployment.base_model else None
+        names = [f"azure/{base}", base] if base else []  # Azure's own price first, as LiteLLM looks it up
+        names.append(f"azure/{deployment.upstream_model}")
+    else:
+        names = [deployment.base_model] if deployment.base_model else []
+        names.append(deployment.upstream_model)
+    return next((table[n] for n in names if n in table), None)
 
 
 def _check_price(name: str, value: object) -> Decimal | None:
@@ -96,7 +98,7 @@ def quote(deployment_or_prices: Deployment | Prices | str, prompt_tokens: int, c
             _check_price("input_cost_per_token", deployment_or_prices.input_cost_per_token),
             _check_price("output_cost_per_token", deployment_or_prices.output_cost_per_token),
         )
-        builtin = BUILTIN_PRICES.get(deployment_or_prices.upstream_model)
+        builtin = table_prices(deployment_or_prices)
     elif isinstance(deployment_or_prices, Prices):
         configured = Prices(
             _check_price("input_per_token", deployment_or_prices.input_per_token),
@@ -104,7 +106,7 @@ def quote(deployment_or_prices: Deployment | Prices | str, prompt_tokens: int, c
         )
         builtin = None
     elif isinstance(deployment_or_prices, str):
-        configured, builtin = Prices(None, None), BUILTIN_PRICES.get(deployment_or_prices)
+        configured, builtin = Prices(None, None), litellm_prices().get(deployment_or_prices)
     else:
         raise TypeError("quote() takes a Deployment, Prices or a model name")
 

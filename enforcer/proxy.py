@@ -14,8 +14,10 @@ from regate.common.errors import BadRequestError, RegateError, UpstreamError
 from . import metrics
 from .bodies import json_body
 from .pricing import quote
+from .ratelimit import RateLimited, limits_of
 from .responses import from_error
 from .spend_record import SpendRecord
+from .usage_estimate import prompt_tokens
 
 log = logging.getLogger("regate.proxy")
 bp = Blueprint("proxy", __name__)
@@ -36,32 +38,77 @@ def list_models():
 
 
 class _SpendContext:
-    """What a spend record needs, captured while the request context exists."""
+    """What a spend record needs, captured while the request context exists; records the spend
+    and releases the request's rate-limit counters exactly once."""
 
     def __init__(self, components, route: str, model: str):
         auth = g.auth
         subject = auth.subject
         self.writer = components.spend
+        self.drains = components.drains
+        self.budgets = components.budgets
+        self.limiter = components.limiter
+        self.admission = None
+        self.relaying = False  # the stream's generator has started: its `finally` records the spend
+        self.recorded = False
         self.base = dict(
             request_id=g.request_id, route=route, model=model,
             user_id=subject["user_id"], team_id=subject["team_id"], organization_id=subject["org_id"],
             end_user_id=subject["end_user_id"], key_hash=auth.credential.key_hash,
         )
         self.started_at = datetime.now(timezone.utc)
+        self.prompt_estimate = 0  # set for streams: the prompt's tokens if the usage never comes
+
+    def admit(self, standing) -> None:
+        """Count the request against the rate limits of the principals it spends for (of a token's
+        teams, the one it runs as): RateLimited / LimiterUnavailable if not."""
+        limits = limits_of(self.budgets.of_subject(standing, g.auth.subject))
+        if limits:
+            self.admission = self.limiter.admit(self.base["request_id"], limits)
 
     def record(self, call, status: str) -> None:
-        prompt, completion = (call.usage or (0, 0)) if call is not None else (0, 0)
+        if self.recorded:
+            return
+        self.recorded = True
+        usage = call.usage if call is not None else None
+        # A stream without its usage (the client left and the upstream did not finish in time,
+        # or it sends none) was still billed: estimate, never zero, and say so in the log.
+        estimated = usage is None and call is not None and call.is_stream
+        if estimated:
+            usage = (self.prompt_estimate, call.events)
+            metrics.SPEND_EVENTS.labels("estimated").inc()
+        prompt, completion = usage or (0, 0)
         nanos = 0
-        if call is not None and call.usage is not None:
+        if usage is not None:
             priced = quote(call.deployment, prompt, completion)
             nanos = priced.nanos
             if not priced.priced:
                 metrics.SPEND_EVENTS.labels("unpriced").inc()
-        self.writer.submit(SpendRecord(
+        record = SpendRecord(
             started_at=self.started_at, ended_at=datetime.now(timezone.utc),
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-            spend_nanos=nanos, status=status, **self.base,
-        ))
+            spend_nanos=nanos, status=status, usage_estimated=estimated, **self.base,
+        )
+        self.budgets.spent(record)
+        self.writer.submit(record)
+        self._release(prompt + completion)
+
+    def refused(self) -> None:
+        """The upstream was never called (a bad request): nothing to record, the counters released."""
+        self.recorded = True
+        self._release(0)
+
+    def _release(self, tokens: int) -> None:
+        if self.admission is not None:
+            try:
+                self.limiter.release(self.admission, tokens)
+            except RegateError as e:  # the leases expire by themselves; the tokens are lost
+                log.warning("rate-limit counters not released for %s: %s", self.base["request_id"], e.message)
+
+    def finish_in_background(self, call) -> None:
+        """The client left before the stream ended: the rest is read for its usage, then the spend
+        is recorded and the rate-limit counters released (stream_drains.py)."""
+        self.drains.start(call, lambda: self.record(call, "incomplete"))
 
 
 def _forward(kind: str):
@@ -70,12 +117,24 @@ def _forward(kind: str):
     if not isinstance(body, dict):
         return from_error(BadRequestError("the request body must be a JSON object"))
     spend = _SpendContext(components, request.path, g.model or "")
+    try:
+        spend.admit(g.get("standing") or {})
+    except RateLimited as e:
+        g.reason = e.code
+        response = from_error(e)
+        response.headers.update(e.headers)
+        return response
+    except RegateError as e:
+        g.reason = e.code
+        return from_error(e)
     started = time.perf_counter()
     try:
         call = components.upstreams.open(kind, body, request_id=g.request_id, extra_headers=request.headers)
     except RegateError as e:
         if isinstance(e, UpstreamError):
             spend.record(None, "failure")
+        else:
+            spend.refused()
         return from_error(e)
     metrics.UPSTREAM_SECONDS.labels(g.model or "").observe(time.perf_counter() - started)
     if not call.is_stream:
@@ -87,27 +146,48 @@ def _forward(kind: str):
         finally:
             call.close()
         spend.record(call, "success" if call.ok else "failure")
-        return Response(json.dumps(data), status=call.status, headers=call.headers)
+        return _with_limits(Response(json.dumps(data), status=call.status, headers=call.headers), spend)
+    spend.prompt_estimate = prompt_tokens(kind, body)  # now: the body is not kept for a drain
     # Not direct_passthrough: Werkzeug would hand the bare generator to the server, and the
     # response's close callbacks (access log line, in-flight gauge) would never run.
-    return Response(_relay(call, spend), status=call.status, headers=call.headers)
+    response = Response(_relay(call, spend), status=call.status, headers=call.headers)
+    # A client gone before the first chunk: the generator never runs, its `finally` neither.
+    response.call_on_close(lambda: None if spend.relaying else spend.finish_in_background(call))
+    return _with_limits(response, spend)
+
+
+def _with_limits(response: Response, spend: _SpendContext) -> Response:
+    if spend.admission is not None:
+        response.headers.update(spend.admission.headers)
+    return response
 
 
 def _relay(call, spend: _SpendContext):
-    """Pass the stream through chunk by chunk; if the client leaves, the upstream stream is closed."""
+    """Pass the stream through chunk by chunk; if the client leaves, the rest is read in the
+    background for the usage (stream_drains.py), off this request."""
+    spend.relaying = True
     status = "incomplete"
+    client_left = False
     try:
-        for chunk in call.iter_chunks():
+        while chunk := call.read_chunk():
             yield chunk
+            if spend.admission is not None:
+                spend.limiter.renew(spend.admission)
         status = "success"
     except UpstreamError as e:
         status = "failure"
         # Headers are gone already: end the stream with an SSE error event the client can read.
         error = {"error": {"message": e.message, "type": "upstream_error", "param": None, "code": str(e.status)}}
         yield f"data: {json.dumps(error)}\n\n".encode()
+    except GeneratorExit:  # the server closes the response: the client went away
+        client_left = True
+        raise
     finally:
-        call.close()
-        spend.record(call, status)
+        if client_left:
+            spend.finish_in_background(call)
+        else:
+            call.close()
+            spend.record(call, status)
 
 
 def _register(kind: str, paths: tuple[str, ...]) -> None:

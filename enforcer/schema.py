@@ -50,6 +50,7 @@ organizations = sa.Table(
     sa.Column("organization_alias", sa.Text),
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_organizations_organization_alias", "organization_alias"),  # v003
 )
 teams = sa.Table(
     "teams",
@@ -60,6 +61,7 @@ teams = sa.Table(
     sa.Column("models", sa.JSON, nullable=False),
     sa.Column("blocked", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_teams_team_alias", "team_alias"),  # v003
 )
 end_users = sa.Table(
     "end_users",
@@ -99,6 +101,7 @@ spend_logs = sa.Table(
     sa.Column("end_user_id", sa.Text),
     sa.Column("key_hash", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("usage_estimated", sa.Boolean, nullable=False),  # v002
 )
 spend_totals = sa.Table(
     "spend_totals",
@@ -107,6 +110,20 @@ spend_totals = sa.Table(
     sa.Column("entity_id", sa.Text, primary_key=True),
     sa.Column("spend_nanos", sa.BigInteger, nullable=False),
     sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("period_start", sa.BigInteger, nullable=False),  # epoch second; 0 = lifetime (no duration)
+    sa.Column("period_spend_nanos", sa.BigInteger, nullable=False),
+)
+limits = sa.Table(
+    "limits",
+    metadata,
+    sa.Column("entity_kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("max_budget_nanos", sa.BigInteger),
+    sa.Column("budget_duration", sa.Text),
+    sa.Column("tpm_limit", sa.BigInteger),
+    sa.Column("rpm_limit", sa.BigInteger),
+    sa.Column("max_parallel_requests", sa.BigInteger),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 block_events = sa.Table(
     "block_events",
@@ -118,3 +135,4 @@ block_events = sa.Table(
 )
 
 SPEND_COLUMNS = tuple(c.name for c in spend_logs.columns)
+LIMIT_FIELDS = ("max_budget_nanos", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")

@@ -68,6 +68,16 @@ def _worker_exit(server, worker):
         components.close()
 
 
+def _child_exit(server, worker):
+    # In the master, after a worker died (killed, crashed or stopped): with several workers the
+    # gauges are files per process, summed over all of them; a dead one's must go, or its
+    # in-flight requests and queued spend would show for ever.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
 # No control socket to leave behind, and no peer (not even loopback) may shorten the routed
 # path with a SCRIPT_NAME header or claim another scheme.
 HARDENING = {"control_socket_disable": True, "forwarded_allow_ips": ""}
@@ -88,6 +98,7 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict:
         # anything beyond this is refused by gunicorn itself (400) before parsing.
         "limit_request_field_size": 16_384,
         "worker_exit": _worker_exit,
+        "child_exit": _child_exit,
         **HARDENING,
         "accesslog": None,
         "errorlog": "-",

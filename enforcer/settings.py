@@ -6,12 +6,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import quote
 
 from regate.common import env
 from regate.common.errors import RegateError
 from regate.compiler.model import Config
 
-from .jwks import JwtSettings
+from .jwks import IssuerSettings, JwtSettings
 
 
 def _float(environ: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
@@ -25,6 +26,22 @@ def _float(environ: Mapping[str, str], name: str, default: float, *, allow_zero:
     if value < 0 or (value == 0 and not allow_zero) or value != value:
         raise RegateError(f"{name} must be > 0{' or 0' if allow_zero else ''}, got {raw!r}", code="invalid_setting")
     return value
+
+
+def redis_url(config: Config, environ: Mapping[str, str]) -> str | None:
+    """REDIS_URL, else a URL from router_settings.redis_host/redis_port/redis_password (as LiteLLM reads them)."""
+    if environ.get("REDIS_URL"):
+        return environ["REDIS_URL"]
+    budgets = config.budgets
+    host = env.resolve(budgets.redis_host.value, "router_settings.redis_host", environ)
+    if not host:
+        return None
+    port = env.resolve(str(budgets.redis_port.value), "router_settings.redis_port", environ) if budgets.redis_port.value else "6379"
+    if not port.isdigit():
+        raise RegateError(f"router_settings.redis_port must be a port number, got {port!r}", code="invalid_setting")
+    password = env.resolve(budgets.redis_password.value, "router_settings.redis_password", environ)
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,12 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_management_body_bytes: int = 64 * 1024
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    budget_cache_ttl: float = 0.5  # seconds a principal's limits and period spend are reused
+
+    @property
+    def ratelimit_path(self) -> Path:
+        return self.data_dir / "ratelimits.db"
 
     @property
     def spool_dir(self) -> Path:
@@ -59,7 +82,13 @@ class Settings:
     def from_config(cls, config: Config, *, opa_url: str, database_url: str | None = None,
                     environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
         environ = dict(os.environ if environ is None else environ)
-        jwt = JwtSettings.from_env(environ, public_key_ttl=config.policy.public_key_ttl.value)
+        policy = config.policy
+        issuers = tuple(
+            IssuerSettings.of(i.issuer, audience=i.audience,
+                              jwks_url=env.resolve(i.jwks_url, "litellm_jwtauth.issuers.jwks_url", environ) if i.jwks_url else None)
+            for i in policy.issuers)
+        jwt = JwtSettings.from_env(environ, public_key_ttl=policy.public_key_ttl.value,
+                                   public_key_stale_ttl=policy.public_key_stale_ttl.value, issuers=issuers)
         values = dict(
             config=config,
             opa_url=opa_url.rstrip("/"),
@@ -70,6 +99,7 @@ class Settings:
             opa_timeout=_float(environ, "REGATE_OPA_TIMEOUT", 1.0),
             decision_cache_ttl=_float(environ, "REGATE_DECISION_CACHE_TTL", 0.5, allow_zero=True),
             environ=environ,
+            redis_url=redis_url(config, environ),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -1,6 +1,7 @@
 """Spend records and the writer that gets them into the store off the request path.
 
-`SpendWriter.submit()` only enqueues: a background worker writes batches with
+`SpendWriter.submit()` only enqueues: a background worker (a real OS thread, even under
+gevent, with its own store connections: a batch never holds the worker's event loop) writes batches with
 `Store.record_spend` (one transaction, idempotent by request_id) and retries with
 backoff while the store is down. Nothing is lost on an outage: records that do not
 fit the bounded queue, or are still unwritten at `close()`, are appended to a JSONL
@@ -16,19 +17,19 @@ locked, so there is no window in which another process can claim it.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
-import queue
 import secrets
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import metrics
+from . import metrics, os_threads
 from .spend_record import SpendRecord
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ SPOOL_PREFIX = "spend-"
 SPOOL_SUFFIX = ".jsonl"
 CLAIMED_SUFFIX = ".claimed"
 _POLL = 0.05  # seconds: longest the worker waits before looking at the stop flag again
+_PUBLISH_INTERVAL = 0.1  # seconds between hand-overs of the writer's counts to Prometheus
 
 
 @dataclass
@@ -54,10 +56,13 @@ class _Counters:
 
 
 class SpendWriter:
-    """Batches spend records into the store from a background worker; never loses one.
+    """Batches spend records into the store from a background OS thread; never loses one.
 
-    Under gunicorn's gevent worker `threading` is monkey-patched, so the worker is a
-    greenlet and the locks and queue are cooperative.
+    The request side and the thread share only a deque (append/popleft are atomic) and real
+    locks held for a few statements. Under gevent the thread's blocking store calls run on its
+    own hub. Prometheus is updated from the request side (submit, stats), never the thread.
+    `on_commit(records)` is called (in the thread) once queued records are in the store or the
+    spool, so the budgets can stop counting them as unwritten.
     """
 
     def __init__(
@@ -71,11 +76,15 @@ class SpendWriter:
         max_backoff: float = 5.0,
         poison_attempts: int = 5,
         replay_interval: float = 5.0,
+        on_commit: Callable[[list[SpendRecord]], None] | None = None,
     ):
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be at least 1")
         self._store = store
-        self._queue: queue.Queue[SpendRecord] = queue.Queue(maxsize=max_queue)
+        self._queue: collections.deque[SpendRecord] = collections.deque()
+        self._max_queue = max_queue
+        self._on_commit = on_commit
+        self._metric_events: collections.deque[tuple[str, int]] = collections.deque()
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_backoff = max_backoff
@@ -83,16 +92,16 @@ class SpendWriter:
         self._replay_interval = replay_interval
         self._spool_dir = Path(spool_dir)
         self._counters = _Counters()
-        self._counter_lock = threading.Lock()
-        self._spool_lock = threading.Lock()  # guards the own spool file handle
+        self._counter_lock = os_threads.lock()
+        self._spool_lock = os_threads.lock()  # guards the own spool file handle
         self._spool_file: Any = None
         self._inflight: list[SpendRecord] = []  # the batch the worker holds, for close() after a timeout
-        self._inflight_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._inflight_lock = os_threads.lock()
+        self._stopping = False
         self._deadline = float("inf")  # monotonic time after which close() wants everything spooled
         self._closed = False
-        self._submit_lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self._submit_lock = os_threads.lock()
+        self._worker: os_threads.OsThread | None = None
         self._last_replay = 0.0
 
     # -- public interface -------------------------------------------------
@@ -105,19 +114,20 @@ class SpendWriter:
             return
         self._spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.replay_spool()
-        self._worker = threading.Thread(target=self._run, name="regate-spend-writer", daemon=True)
+        self._worker = os_threads.OsThread(self._run, "regate-spend-writer")  # set before it runs: _sleep reads it
         self._worker.start()
+        # On the request side (a greenlet under gevent): hands the thread's counts to Prometheus.
+        threading.Thread(target=self._publish_loop, name="regate-spend-metrics", daemon=True).start()
 
     def submit(self, record: SpendRecord) -> None:
         """Queue a record for writing. Never blocks on the store and never raises."""
         try:
             with self._submit_lock:  # pairs with close(): nothing slips into the queue after the last drain
                 if not self._closed:
-                    try:
-                        self._queue.put_nowait(record)
+                    if len(self._queue) < self._max_queue:
+                        self._queue.append(record)
                         return
-                    except queue.Full:
-                        self._count(queue_full=1)
+                    self._count(queue_full=1)
             self._spool([record])
         except Exception:  # the request path must not fail because of accounting
             log.exception("spend record %s could not be queued or spooled", getattr(record, "request_id", "?"))
@@ -129,7 +139,7 @@ class SpendWriter:
                 return
             self._closed = True
         self._deadline = time.monotonic() + max(timeout, 0.0)
-        self._stopping.set()
+        self._stopping = True
         if self._worker is None:
             self._run()  # never started: flush in this thread, same rules
         else:
@@ -143,13 +153,27 @@ class SpendWriter:
                 leftover = list(self._inflight) + leftover
         self._spool(leftover)
         self._close_spool_file()
+        self._publish_metrics()
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: queued, written, retries, spooled, queue_full, replayed, ..."""
+        self._publish_metrics()
         with self._counter_lock:
             data = asdict(self._counters)
-        data["queued"] = self._queue.qsize()
+        data["queued"] = len(self._queue)
         return data
+
+    def _publish_loop(self) -> None:
+        while not self._closed:
+            self._publish_metrics()
+            time.sleep(_PUBLISH_INTERVAL)
+
+    def _publish_metrics(self) -> None:
+        """Hand the thread's counts to Prometheus, on the request side."""
+        while self._metric_events:
+            name, value = self._metric_events.popleft()
+            metrics.SPEND_EVENTS.labels(name).inc(value)
+        metrics.SPEND_QUEUED.set(len(self._queue))
 
     def replay_spool(self) -> int:
         """Import every spool file no live writer owns; return how many records were imported."""
@@ -166,11 +190,10 @@ class SpendWriter:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
-            metrics.SPEND_QUEUED.set(self._queue.qsize())
             if batch:
                 self._write_with_retry(batch)
                 continue
-            if self._stopping.is_set():
+            if self._stopping:
                 return
             self._maybe_replay_when_idle()
 
@@ -179,25 +202,24 @@ class SpendWriter:
 
         Waits are sliced short so close() is noticed at once whatever flush_interval is.
         """
-        try:
-            first = self._queue.get(timeout=min(self._flush_interval, _POLL))
-        except queue.Empty:
-            return []
-        batch = [first]
         gather_until = time.monotonic() + self._flush_interval
-        while len(batch) < self._batch_size:
-            try:
-                remaining = gather_until - time.monotonic()
-                if self._stopping.is_set() or remaining <= 0:
-                    batch.append(self._queue.get_nowait())
-                else:
-                    batch.append(self._queue.get(timeout=min(remaining, _POLL)))
-            except queue.Empty:
-                if self._stopping.is_set() or time.monotonic() >= gather_until:
-                    break
+        while not self._queue:
+            if self._stopping or time.monotonic() >= gather_until:
+                return []
+            self._sleep(min(self._flush_interval, _POLL))
+        gather_until = time.monotonic() + self._flush_interval
+        while len(self._queue) < self._batch_size and not self._stopping and time.monotonic() < gather_until:
+            self._sleep(min(gather_until - time.monotonic(), _POLL))
+        batch = []
+        while self._queue and len(batch) < self._batch_size:
+            batch.append(self._queue.popleft())
         with self._inflight_lock:
             self._inflight = batch
         return batch
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            (os_threads.sleep if self._worker is not None else time.sleep)(seconds)
 
     def _write_with_retry(self, batch: list[SpendRecord]) -> None:
         attempt = 0
@@ -207,7 +229,7 @@ class SpendWriter:
             except Exception as e:  # noqa: BLE001 - any failure is retried or spooled, never dropped
                 attempt += 1
                 self._count(retries=1)
-                if self._stopping.is_set() and time.monotonic() >= self._deadline:
+                if self._stopping and time.monotonic() >= self._deadline:
                     self._spool(batch + self._drain_queue())
                     break
                 if attempt >= self._poison_attempts and self._store_is_up():
@@ -220,17 +242,25 @@ class SpendWriter:
                 self._sleep_backoff(attempt)
             else:
                 self._count(written=len(batch))
+                self._committed(batch)
                 break
         with self._inflight_lock:
             self._inflight = []
 
+    def _committed(self, records: list[SpendRecord]) -> None:
+        if self._on_commit is not None and records:
+            try:
+                self._on_commit(records)
+            except Exception:  # noqa: BLE001 - accounting of the budgets must not stop the writer
+                log.exception("spend commit callback failed")
+
     def _sleep_backoff(self, attempt: int) -> None:
         delay = min(0.05 * (2 ** min(attempt - 1, 10)), self._max_backoff)
-        if self._stopping.is_set():
-            delay = min(delay, 0.1, max(self._deadline - time.monotonic(), 0.0))
-            time.sleep(delay)
-        else:
-            self._stopping.wait(delay)  # close() cuts the wait short
+        until = time.monotonic() + delay
+        while time.monotonic() < until:  # sliced: close() cuts the wait short
+            if self._stopping:
+                until = min(until, time.monotonic() + 0.1, self._deadline)
+            self._sleep(min(until - time.monotonic(), _POLL))
 
     def _store_is_up(self) -> bool:
         try:
@@ -254,11 +284,9 @@ class SpendWriter:
 
     def _drain_queue(self) -> list[SpendRecord]:
         drained = []
-        while True:
-            try:
-                drained.append(self._queue.get_nowait())
-            except queue.Empty:
-                return drained
+        while self._queue:
+            drained.append(self._queue.popleft())
+        return drained
 
     # -- spool --------------------------------------------------------------
 
@@ -278,6 +306,7 @@ class SpendWriter:
                 log.exception("could not spool %d spend records to %s", len(records), self._spool_dir)
                 return
         self._count(spooled=len(records))
+        self._committed(records)  # durable: a replay writes them
 
     def _own_spool_file(self):
         if self._spool_file is None:
@@ -375,8 +404,7 @@ class SpendWriter:
         with self._counter_lock:
             for name, value in increments.items():
                 setattr(self._counters, name, getattr(self._counters, name) + value)
-        for name, value in increments.items():  # the same counts for Prometheus (queue_full is the alert)
-            metrics.SPEND_EVENTS.labels(name).inc(value)
+        self._metric_events.extend(increments.items())  # the same counts for Prometheus (queue_full is the alert)
 
 
 class _StoreDown(Exception):

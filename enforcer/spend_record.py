@@ -28,6 +28,7 @@ class SpendRecord:
     end_user_id: str | None = None
     key_hash: str | None = None
     status: str = "success"
+    usage_estimated: bool = False  # tokens counted by regate: the upstream's usage never came
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id:
@@ -41,6 +42,8 @@ class SpendRecord:
             # bool is an int subclass and float is never money: both are refused.
             if type(value) is not int or not 0 <= value <= _MAX_BIGINT:
                 raise ValueError(f"{name} must be an int in [0, 2**63), got {type(value).__name__}")
+        if type(self.usage_estimated) is not bool:
+            raise ValueError("usage_estimated must be a bool")
         # Refuse here what a database would refuse later: a record the store cannot take
         # would otherwise sit in the queue and the spool as a poison batch.
         for name in ("request_id", "model", "route", "status", "user_id", "team_id", "organization_id", "end_user_id", "key_hash"):

@@ -88,7 +88,9 @@ class BlockSync:
     def _opa_has_state(self) -> bool:
         # Any full load's marker will do: the workers of one pod share their OPA, and each
         # re-loading whenever another one had loaded last would keep them re-loading forever.
-        return isinstance(self._opa.get_state("sync_id"), str)
+        present = isinstance(self._opa.get_state("sync_id"), str)
+        metrics.STATE_SYNCS.labels("check", "ok" if present else "lost").inc()
+        return present
 
     def _full_load(self) -> None:
         seq, teams = self._store.blocked_teams_snapshot()

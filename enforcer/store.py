@@ -34,13 +34,16 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
 
+from regate.common.durations import Duration, parse_duration
 from regate.common.errors import BadRequestError, ConflictError, RegateError, StoreError
 
 from . import migrations
 from .schema import (
+    LIMIT_FIELDS,
     SPEND_COLUMNS,
     block_events,
     end_users,
+    limits,
     organizations,
     spend_logs,
     spend_totals,
@@ -55,7 +58,10 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "sk-"
 KEY_RANDOM_BYTES = 32  # token_urlsafe(32) -> 43 urlsafe characters after the prefix
 ENTITY_KINDS = ("user", "team", "organization", "end_user", "key")
-_GLOBAL = ("global", "")  # the whole-proxy total, kept beside the entity totals
+GLOBAL = ("global", "")  # the whole-proxy total (and budget), kept beside the entity totals
+# The spend log column that names each kind of principal (for re-adding a period's spend).
+_LOG_COLUMN = {"user": "user_id", "team": "team_id", "organization": "organization_id",
+               "end_user": "end_user_id", "key": "key_hash"}
 _MAX_ID_LENGTH = 512
 _MAX_KEY_LENGTH = 256  # longer "keys" are not ours: refuse before hashing attacker-sized input
 
@@ -299,14 +305,33 @@ class Store:
 
     # -- users, organizations, end users, teams ---------------------------------
 
-    def create_user(self, user_id: str, *, email: str | None = None, if_missing: bool = False) -> dict:
-        """Create a user; with if_missing, return the existing record instead of a conflict."""
+    def create_user(self, user_id: str, *, email: str | None = None, if_missing: bool = False,
+                    limits: dict[str, Any] | None = None) -> dict:
+        """Create a user (with its limits, atomically); with if_missing, return the existing record instead of a conflict."""
         _check_id("user_id", user_id)
         if email is not None and not isinstance(email, str):
             raise BadRequestError("email must be a string")
         with self._tx("user create", write=True) as conn:
-            return self._create(conn, users, dict(user_id=user_id, user_email=email, created_at=_now()),
+            user = self._create(conn, users, dict(user_id=user_id, user_email=email, created_at=_now()),
                                 what=f"user {user_id!r}", if_missing=if_missing)
+            if limits:
+                self.set_limits("user", user_id, limits, conn=conn)
+            return user
+
+    def update_user(self, user_id: str, *, email: str | None = None, limits: dict[str, Any] | None = None) -> dict | None:
+        """Change an existing user's email and/or limits; None when there is no such user."""
+        _check_id("user_id", user_id)
+        with self._tx("user update", write=True) as conn:
+            query = sa.update(users).where(users.c.user_id == user_id)
+            if email is not None:
+                row = conn.execute(query.values(user_email=email).returning(*users.c)).first()
+            else:
+                row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).first()
+            if row is None:
+                return None
+            if limits:
+                self.set_limits("user", user_id, limits, conn=conn)
+            return dict(row._mapping)
 
     def get_user(self, user_id: str) -> dict | None:
         return self._get(users, user_id, "user read")
@@ -324,17 +349,22 @@ class Store:
     def get_organization(self, organization_id: str) -> dict | None:
         return self._get(organizations, organization_id, "organization read")
 
-    def create_end_user(self, end_user_id: str, *, alias: str | None = None, if_missing: bool = False) -> dict:
+    def create_end_user(self, end_user_id: str, *, alias: str | None = None, if_missing: bool = False,
+                        limits: dict[str, Any] | None = None) -> dict:
         _check_id("end_user_id", end_user_id)
         with self._tx("end user create", write=True) as conn:
-            return self._create(conn, end_users, dict(end_user_id=end_user_id, alias=alias, created_at=_now()),
-                                what=f"end user {end_user_id!r}", if_missing=if_missing)
+            end_user = self._create(conn, end_users, dict(end_user_id=end_user_id, alias=alias, created_at=_now()),
+                                    what=f"end user {end_user_id!r}", if_missing=if_missing)
+            if limits:
+                self.set_limits("end_user", end_user_id, limits, conn=conn)
+            return end_user
 
     def get_end_user(self, end_user_id: str) -> dict | None:
         return self._get(end_users, end_user_id, "end user read")
 
     def create_team(
-        self, team_id: str, *, alias: str | None = None, organization_id: str | None = None, models: Iterable[str] = ()
+        self, team_id: str, *, alias: str | None = None, organization_id: str | None = None, models: Iterable[str] = (),
+        if_missing: bool = False, limits: dict[str, Any] | None = None,
     ) -> dict:
         _check_id("team_id", team_id)
         _check_id("organization_id", organization_id, optional=True)
@@ -347,10 +377,13 @@ class Store:
             created_at=_now(),
         )
         with self._tx("team create", write=True) as conn:
-            return self._create(conn, teams, values, what=f"team {team_id!r}")
+            team = self._create(conn, teams, values, what=f"team {team_id!r}", if_missing=if_missing)
+            if limits:
+                self.set_limits("team", team_id, limits, conn=conn)
+            return team
 
     def update_team(self, team_id: str, *, alias: str | None = None, organization_id: str | None = None,
-                    models: Iterable[str] | None = None) -> dict | None:
+                    models: Iterable[str] | None = None, limits: dict[str, Any] | None = None) -> dict | None:
         """Change the given fields of an existing team (None: unchanged); None when there is no such team."""
         _check_id("team_id", team_id)
         _check_id("team_alias", alias, optional=True)
@@ -364,10 +397,34 @@ class Store:
             else:
                 row = conn.execute(
                     sa.update(teams).where(teams.c.team_id == team_id).values(**values).returning(*teams.c)).first()
+            if row is not None and limits:
+                self.set_limits("team", team_id, limits, conn=conn)
             return dict(row._mapping) if row else None
 
     def get_team(self, team_id: str) -> dict | None:
         return self._get(teams, team_id, "team read")
+
+    def team_models(self, team_ids: Iterable[str]) -> dict[str, list[str]]:
+        """{team id: models} for those of `team_ids` the store has, in one query."""
+        ids = sorted(set(team_ids))
+        if not ids:
+            return {}
+        with self._tx("team read") as conn:
+            rows = conn.execute(sa.select(teams.c.team_id, teams.c.models).where(teams.c.team_id.in_(ids)))
+            return {team_id: list(models or []) for team_id, models in rows}
+
+    def team_ids_with_alias(self, alias: str, *, limit: int = 2) -> list[str]:
+        """The ids of teams whose team_alias is `alias`, sorted; at most `limit` (two tell unique from ambiguous)."""
+        return self._ids_with_alias(teams, teams.c.team_alias, alias, limit, "team alias read")
+
+    def organization_ids_with_alias(self, alias: str, *, limit: int = 2) -> list[str]:
+        return self._ids_with_alias(organizations, organizations.c.organization_alias, alias, limit,
+                                    "organization alias read")
+
+    def _ids_with_alias(self, table: sa.Table, column: sa.Column, alias: str, limit: int, action: str) -> list[str]:
+        (key,) = table.primary_key.columns
+        with self._tx(action) as conn:
+            return list(conn.execute(sa.select(key).where(column == alias).order_by(key).limit(limit)).scalars())
 
     # -- blocks ---------------------------------------------------------------
 
@@ -419,6 +476,7 @@ class Store:
         models: Iterable[str] = (),
         expires_at: datetime | None = None,
         create_user: bool = False,
+        limits: dict[str, Any] | None = None,
     ) -> tuple[str, dict]:
         """Issue a key; return (plaintext, info). The plaintext is never stored and cannot be shown again.
 
@@ -449,7 +507,22 @@ class Store:
             row = conn.execute(self._insert(virtual_keys).values(**values).on_conflict_do_nothing().returning(*virtual_keys.c)).first()
             if row is None:  # the hash cannot collide in practice: it is the alias
                 raise ConflictError(f"a key with alias {alias!r} already exists")
+            if limits:
+                self.set_limits("key", values["key_hash"], limits, conn=conn)
         return plaintext, _key_info(row)
+
+    def update_key(self, plaintext: str, *, limits: dict[str, Any]) -> dict | None:
+        """Change an existing key's limits; answer its info, None when there is no such key."""
+        if not isinstance(plaintext, str) or not plaintext or len(plaintext) > _MAX_KEY_LENGTH:
+            return None
+        digest = hash_key(plaintext)
+        with self._tx("key update", write=True) as conn:
+            row = conn.execute(sa.select(virtual_keys).where(virtual_keys.c.key_hash == digest)).first()
+            if row is None:
+                return None
+            if limits:
+                self.set_limits("key", digest, limits, conn=conn)
+        return _key_info(row)
 
     def find_key(self, plaintext: str) -> dict | None:
         """The key's info by hash, or None. Includes expires_at and `expired`; the caller refuses expired keys."""
@@ -470,12 +543,14 @@ class Store:
         if not hashes and not alias_list:
             return 0
         with self._tx("key delete", write=True) as conn:
-            result = conn.execute(
+            deleted = conn.execute(
                 sa.delete(virtual_keys).where(
                     sa.or_(virtual_keys.c.key_hash.in_(hashes), virtual_keys.c.key_alias.in_(alias_list))
-                )
-            )
-            return result.rowcount
+                ).returning(virtual_keys.c.key_hash)
+            ).scalars().all()
+            if deleted:
+                conn.execute(sa.delete(limits).where((limits.c.entity_kind == "key") & limits.c.entity_id.in_(deleted)))
+            return len(deleted)
 
     # -- spend ----------------------------------------------------------------
 
@@ -509,7 +584,7 @@ class Store:
             inserted = set(conn.execute(stmt.returning(spend_logs.c.request_id), rows).scalars())
             if not inserted:
                 return 0
-            totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+            touched: dict[tuple[str, str], list[SpendRecord]] = defaultdict(list)
             for rid in inserted:
                 record = by_id[rid]
                 for kind, entity_id in (
@@ -520,32 +595,69 @@ class Store:
                     ("key", record.key_hash),
                 ):
                     if entity_id is not None:
-                        totals[(kind, entity_id)][0] += record.spend_nanos
-                        totals[(kind, entity_id)][1] += 1
-                totals[_GLOBAL][0] += record.spend_nanos
-                totals[_GLOBAL][1] += 1
+                        touched[(kind, entity_id)].append(record)
+                touched[GLOBAL].append(record)
             # The global row last: every writer touches it, so hold its lock for the shortest time.
-            order = sorted(k for k in totals if k != _GLOBAL) + [_GLOBAL]
-            self._add_totals(conn, [(kind, eid, *totals[(kind, eid)]) for kind, eid in order])
+            order = sorted(k for k in touched if k != GLOBAL) + [GLOBAL]
+            # Lock the totals rows first (sorted: no deadlocks between writers), then read the
+            # budget durations: set_limits takes the same row lock before changing a duration, so
+            # a batch is always split into periods by the duration its row was last accounted with.
+            self._lock_totals(conn, order)
+            durations = self._durations(conn, order)
+            deltas = []
+            for key in order:
+                deltas.append((*key, *_period_delta(touched[key], durations.get(key))))
+            self._add_totals(conn, deltas)
             return len(inserted)
 
-    def _add_totals(self, conn: Connection, deltas: list[tuple[str, str, int, int]]) -> None:
-        # One statement, executed for many parameter sets: compiled once, then the driver's
-        # executemany. (A multi-row VALUES per batch was recompiled every time: most of a
-        # batch's CPU, on the worker's event loop.)
+    def _lock_totals(self, conn: Connection, keys: list[tuple[str, str]]) -> None:
+        stmt = self._insert(spend_totals).values(
+            entity_kind=sa.bindparam("k"), entity_id=sa.bindparam("i"),
+            spend_nanos=0, requests=0, period_start=0, period_spend_nanos=0,
+        )
+        stmt = stmt.on_conflict_do_update(  # a no-op update: it only takes the row lock
+            index_elements=[spend_totals.c.entity_kind, spend_totals.c.entity_id],
+            set_={"requests": spend_totals.c.requests},
+        )
+        conn.execute(stmt, [{"k": k, "i": i} for k, i in keys])
+
+    def _durations(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Duration]:
+        ids = sorted({i for _, i in keys})
+        rows = conn.execute(sa.select(limits.c.entity_kind, limits.c.entity_id, limits.c.budget_duration)
+                            .where(limits.c.entity_id.in_(ids), limits.c.budget_duration.is_not(None)))
+        wanted = set(keys)
+        return {(k, i): parse_duration(d) for k, i, d in rows if (k, i) in wanted}
+
+    def _add_totals(self, conn: Connection, deltas: list[tuple[str, str, int, int, int, int]]) -> None:
+        """Add (kind, id, spend, requests, period_start, period_spend) to the totals.
+
+        A delta of a later period than the row's starts the row's period afresh; one of the
+        row's period adds to it; one of an earlier period (a late replay) only adds to the
+        lifetime total. One statement, executed for many parameter sets: compiled once.
+        """
         if self._add_totals_stmt is None:
             stmt = self._insert(spend_totals).values(
                 entity_kind=sa.bindparam("k"), entity_id=sa.bindparam("i"),
                 spend_nanos=sa.bindparam("n"), requests=sa.bindparam("r"),
+                period_start=sa.bindparam("p"), period_spend_nanos=sa.bindparam("pn"),
             )
+            new, old = stmt.excluded, spend_totals.c
             self._add_totals_stmt = stmt.on_conflict_do_update(
                 index_elements=[spend_totals.c.entity_kind, spend_totals.c.entity_id],
                 set_={
-                    "spend_nanos": spend_totals.c.spend_nanos + stmt.excluded.spend_nanos,
-                    "requests": spend_totals.c.requests + stmt.excluded.requests,
+                    "spend_nanos": old.spend_nanos + new.spend_nanos,
+                    "requests": old.requests + new.requests,
+                    "period_spend_nanos": sa.case(
+                        (new.period_start > old.period_start, new.period_spend_nanos),
+                        (new.period_start == old.period_start, old.period_spend_nanos + new.period_spend_nanos),
+                        else_=old.period_spend_nanos,
+                    ),
+                    "period_start": sa.case((new.period_start > old.period_start, new.period_start),
+                                            else_=old.period_start),
                 },
             )
-        conn.execute(self._add_totals_stmt, [{"k": k, "i": i, "n": n, "r": r} for k, i, n, r in deltas])
+        conn.execute(self._add_totals_stmt,
+                     [{"k": k, "i": i, "n": n, "r": r, "p": p, "pn": pn} for k, i, n, r, p, pn in deltas])
 
     def spend_logs(
         self,
@@ -584,10 +696,10 @@ class Store:
         return self.spend_summary(kind, entity_id)["spend_nanos"]
 
     def global_spend(self) -> int:
-        return self._summary(*_GLOBAL)["spend_nanos"]
+        return self._summary(*GLOBAL)["spend_nanos"]
 
     def global_summary(self) -> dict:
-        return self._summary(*_GLOBAL)
+        return self._summary(*GLOBAL)
 
     def _summary(self, kind: str, entity_id: str) -> dict:
         with self._tx("spend total read") as conn:
@@ -597,6 +709,90 @@ class Store:
                 )
             ).first()
         return {"spend_nanos": int(row[0]), "requests": int(row[1])} if row else {"spend_nanos": 0, "requests": 0}
+
+
+    # -- budgets and rate limits ------------------------------------------------
+
+    def set_limits(self, kind: str, entity_id: str, changes: dict[str, Any], *, conn: Connection | None = None) -> dict:
+        """Set some of a principal's limit fields (None clears one); answer the whole row.
+
+        When the budget duration changes, the current period's spend is re-added from the
+        spend log under the new duration, in the same transaction, holding the totals row
+        lock the spend writer takes: no batch can be counted under the old period meanwhile.
+        """
+        unknown = set(changes) - set(LIMIT_FIELDS)
+        if unknown:
+            raise BadRequestError(f"unknown limit fields {sorted(unknown)}")
+        if conn is None:
+            with self._tx("limits write", write=True) as own:
+                return self.set_limits(kind, entity_id, changes, conn=own)
+        self._lock_totals(conn, [(kind, entity_id)])
+        key = (limits.c.entity_kind == kind) & (limits.c.entity_id == entity_id)
+        before = conn.execute(sa.select(limits).where(key)).first()
+        values = {name: (before._mapping[name] if before else None) for name in LIMIT_FIELDS}
+        values.update(changes)
+        row = dict(entity_kind=kind, entity_id=entity_id, updated_at=_now(), **values)
+        stmt = self._insert(limits).values(**row)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[limits.c.entity_kind, limits.c.entity_id],
+                                                set_={k: v for k, v in row.items() if k not in ("entity_kind", "entity_id")}))
+        old_duration = before._mapping["budget_duration"] if before else None
+        if values["budget_duration"] != old_duration:
+            self._restart_period(conn, kind, entity_id, values["budget_duration"])
+        return row
+
+    def _restart_period(self, conn: Connection, kind: str, entity_id: str, duration: str | None) -> None:
+        start = parse_duration(duration).period_start(time.time()) if duration else 0
+        where = (spend_totals.c.entity_kind == kind) & (spend_totals.c.entity_id == entity_id)
+        if start == 0:
+            spent = sa.select(spend_totals.c.spend_nanos).where(where).scalar_subquery()
+        else:
+            logs = sa.select(sa.func.coalesce(sa.func.sum(spend_logs.c.spend_nanos), 0)).where(
+                spend_logs.c.started_at >= datetime.fromtimestamp(start, timezone.utc))
+            if kind in _LOG_COLUMN:
+                logs = logs.where(spend_logs.c[_LOG_COLUMN[kind]] == entity_id)
+            spent = logs.scalar_subquery()
+        conn.execute(sa.update(spend_totals).where(where).values(period_start=start, period_spend_nanos=spent))
+
+    def get_limits(self, kind: str, entity_id: str) -> dict | None:
+        return self.budget_state([(kind, entity_id)]).get((kind, entity_id))
+
+    def budget_state(self, principals: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """For each principal that has limits or spend: its limit fields (None when unset) and its
+        totals: `spend_nanos` (lifetime), `period_start`, `period_spend_nanos` as last written."""
+        wanted = set(principals)
+        if not wanted:
+            return {}
+        ids = sorted({i for _, i in wanted})
+        found: dict[tuple[str, str], dict] = {}
+        with self._tx("limits read") as conn:
+            for row in conn.execute(sa.select(limits).where(limits.c.entity_id.in_(ids))):
+                key = (row.entity_kind, row.entity_id)
+                if key in wanted:
+                    found[key] = {name: row._mapping[name] for name in LIMIT_FIELDS}
+            totals = sa.select(spend_totals.c.entity_kind, spend_totals.c.entity_id, spend_totals.c.spend_nanos,
+                               spend_totals.c.period_start, spend_totals.c.period_spend_nanos)
+            for kind, entity_id, spent, start, period_spent in conn.execute(totals.where(spend_totals.c.entity_id.in_(ids))):
+                if (kind, entity_id) in wanted:
+                    entry = found.setdefault((kind, entity_id), dict.fromkeys(LIMIT_FIELDS))
+                    entry.update(spend_nanos=int(spent), period_start=int(start), period_spend_nanos=int(period_spent))
+        for entry in found.values():
+            entry.setdefault("spend_nanos", 0)
+            entry.setdefault("period_start", 0)
+            entry.setdefault("period_spend_nanos", 0)
+        return found
+
+
+def _period_delta(records: list[SpendRecord], duration: Duration | None) -> tuple[int, int, int, int]:
+    """(spend, requests, period_start, spend in that period) of one principal's records in a batch:
+    the period is the latest one among the records (by started_at); see Store._add_totals."""
+    spend = sum(r.spend_nanos for r in records)
+    if duration is None:
+        return spend, len(records), 0, spend
+    periods: dict[int, int] = defaultdict(int)
+    for r in records:
+        periods[duration.period_start(r.started_at.timestamp())] += r.spend_nanos
+    latest = max(periods)
+    return spend, len(records), latest, periods[latest]
 
 
 def _key_info(row) -> dict:

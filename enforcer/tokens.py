@@ -1,8 +1,11 @@
 """JWT verification: one compact JWS token checked strictly against the identity provider's keys.
 
 `TokenVerifier` checks structure, header, signature (keys from `jwks.KeySet`), time claims,
-audience and issuer, and returns the claims untouched. What the claims *mean* (scopes,
-teams, users) is the policy's business, not this module's.
+audience and issuer, and returns the claims untouched. A token whose `iss` is one of
+`litellm_jwtauth.issuers` is verified against that issuer's keys and audience only; any
+other token against JWT_PUBLIC_KEY_URL's (JWT_AUDIENCE, JWT_ISSUER), or refused when that is
+not set. What the claims *mean* (scopes, teams, users) is the policy's business, not this
+module's; it learns which issuer verified them.
 
 Every rejection is a `TokenError` (401) with a stable `code` from `ERROR_CODES`. Messages
 never contain the token or any part of it.
@@ -38,13 +41,14 @@ TOKEN_EXPIRED = "token_expired"
 TOKEN_NOT_YET_VALID = "token_not_yet_valid"
 BAD_AUDIENCE = "bad_audience"
 BAD_ISSUER = "bad_issuer"
+UNKNOWN_ISSUER = "unknown_issuer"
 MISSING_CLAIM = "missing_claim"
 INVALID_CLAIM = "invalid_claim"
 
 ERROR_CODES = frozenset(
     {
         TOKEN_TOO_LARGE, MALFORMED_TOKEN, UNSUPPORTED_ALGORITHM, FORBIDDEN_HEADER, UNKNOWN_KEY,
-        BAD_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, BAD_AUDIENCE, BAD_ISSUER,
+        BAD_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, BAD_AUDIENCE, BAD_ISSUER, UNKNOWN_ISSUER,
         MISSING_CLAIM, INVALID_CLAIM,
     }
 )
@@ -147,44 +151,87 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a token's keys come from and what its claims must say."""
+
+    keyset: KeySet
+    audience: str | None  # None: not checked
+    issuer: str | None  # the `iss` required; None: not checked
+    name: str | None  # the issuers entry (what the policy sees), None for JWT_PUBLIC_KEY_URL
+
+
 class TokenVerifier:
-    """Verify compact JWS tokens against the KeySet and the configured audience/issuer.
+    """Verify compact JWS tokens against their issuer's keys and the configured audience/issuer.
 
     Differences from LiteLLM, on purpose: `exp` is required (LiteLLM accepts tokens without
     one), only asymmetric algorithms are accepted, and keys named by the token are refused.
     """
 
     def __init__(self, settings: JwtSettings, keyset: KeySet | None = None, *, clock: Callable[[], float] = time.time,
-                 cache_size: int = 4096):
+                 cache_size: int = 4096, cache_bytes: int = 16 * 1024 * 1024,
+                 issuer_keysets: dict[str, KeySet] | None = None):
         self.settings = settings
-        self.keyset = keyset if keyset is not None else KeySet(settings)
+        # keyset: JWT_PUBLIC_KEY_URL's (None when unset); issuer_keysets: one per issuers entry.
+        self.keyset = keyset if keyset is not None else (KeySet(settings) if settings.jwks_urls else None)
+        keysets = issuer_keysets or {}
+        self._issuers = {
+            entry.issuer: _Source(
+                keysets.get(entry.issuer) or KeySet(settings, urls=(entry.jwks_url,),
+                                                     expected_issuer=entry.issuer if entry.discovered else None),
+                entry.audience, entry.issuer, entry.issuer)
+            for entry in settings.issuers
+        }
+        self._fallback = _Source(self.keyset, settings.audience, settings.issuer, None) if self.keyset else None
         self._clock = clock
         # token -> (claims, alg, kid, the key that verified it). The signature check is most of a
         # verification's cost; a cached one counts only while the keyset still serves that very key
-        # object (every fetch makes new ones), and the claims are re-checked on every use.
-        self._verified = TtlCache(settings.public_key_ttl, maxsize=cache_size)
+        # object (every fetch makes new ones), and the claims are re-checked on every use. Bounded in
+        # bytes too: tokens run up to 8 KiB, and their claims weigh about as much again.
+        self._verified = TtlCache(settings.public_key_ttl, maxsize=cache_size, max_bytes=cache_bytes,
+                                  size_of=lambda token, _: 2 * len(token) + 1024)
+
+    def keysets(self) -> list[KeySet]:
+        return [source.keyset for source in self._issuers.values()] + ([self.keyset] if self.keyset else [])
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, as they are, once signature and time/aud/iss checks pass."""
+        return self.verify_issued(token)[0]
+
+    def verify_issued(self, token: str) -> tuple[dict[str, Any], str | None]:
+        """(claims, the issuers entry that verified them, or None for JWT_PUBLIC_KEY_URL)."""
         cached = self._verified.get(token) if isinstance(token, str) else None
         if cached is not None:
             claims, alg, kid, key = cached
-            if any(candidate is key for candidate in self.keyset.get(kid, alg)):
-                self._check_claims(claims)
-                return claims
+            source = self._source(claims)
+            if any(candidate is key for candidate in source.keyset.get(kid, alg)):
+                self._check_claims(claims, source)
+                return claims, source.name
         parsed = parse_token(token, self.settings.max_token_bytes)
         alg, kid = _check_header(parsed.header)
-        candidates = self.keyset.get(kid, alg)
+        source = self._source(parsed.claims)
+        candidates = source.keyset.get(kid, alg)
         if not candidates:
-            if kid is not None and self.keyset.knows(kid):
+            if kid is not None and source.keyset.knows(kid):
                 raise _reject(UNSUPPORTED_ALGORITHM, "token algorithm does not fit its key")
             if kid is None:
                 raise _reject(UNKNOWN_KEY, "no signing key fits the token's algorithm")
             raise _reject(UNKNOWN_KEY, "token key id is not in the identity provider's key set")
         key = self._check_signature(token, alg, candidates)
-        self._check_claims(parsed.claims)
+        self._check_claims(parsed.claims, source)
         self._verified.put(token, (parsed.claims, alg, kid, key))
-        return parsed.claims
+        return parsed.claims, source.name
+
+    def _source(self, claims: dict[str, Any]) -> _Source:
+        """The listed issuer the (unverified) `iss` names, else JWT_PUBLIC_KEY_URL. Choosing by `iss`
+        is safe: the signature must then verify with that issuer's keys, and `iss` is checked."""
+        iss = claims.get("iss")
+        source = self._issuers.get(iss) if isinstance(iss, str) else None
+        if source is None:
+            source = self._fallback
+        if source is None:
+            raise _reject(UNKNOWN_ISSUER, "token issuer is not one of litellm_jwtauth.issuers (and JWT_PUBLIC_KEY_URL is not set)")
+        return source
 
     @staticmethod
     def _check_signature(token: str, alg: str, candidates: list[SigningKey]) -> SigningKey:
@@ -198,7 +245,7 @@ class TokenVerifier:
                 continue
         raise _reject(BAD_SIGNATURE, "token signature is invalid")
 
-    def _check_claims(self, claims: dict[str, Any]) -> None:
+    def _check_claims(self, claims: dict[str, Any], source: _Source) -> None:
         now = self._clock()
         leeway = self.settings.leeway
         for name in ("exp", "nbf", "iat"):
@@ -212,22 +259,23 @@ class TokenVerifier:
             raise _reject(TOKEN_NOT_YET_VALID, "token is not valid yet (nbf)")
         if "iat" in claims and claims["iat"] > now + leeway:
             raise _reject(TOKEN_NOT_YET_VALID, "token is issued in the future (iat)")
-        if self.settings.audience is not None:
-            self._check_audience(claims)
-        if self.settings.issuer is not None:
+        if source.audience is not None:
+            self._check_audience(claims, source.audience)
+        if source.issuer is not None:
             if "iss" not in claims:
                 raise _reject(MISSING_CLAIM, "token has no 'iss' claim")
             if not isinstance(claims["iss"], str):
                 raise _reject(INVALID_CLAIM, "token claim 'iss' is not a string")
-            if claims["iss"] != self.settings.issuer:
+            if claims["iss"] != source.issuer:
                 raise _reject(BAD_ISSUER, "token issuer is not accepted")
 
-    def _check_audience(self, claims: dict[str, Any]) -> None:
+    @staticmethod
+    def _check_audience(claims: dict[str, Any], audience: str) -> None:
         if "aud" not in claims:
             raise _reject(MISSING_CLAIM, "token has no 'aud' claim")
         aud = claims["aud"]
         audiences = [aud] if isinstance(aud, str) else aud
         if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
             raise _reject(INVALID_CLAIM, "token claim 'aud' is not a string or list of strings")
-        if self.settings.audience not in audiences:
+        if audience not in audiences:
             raise _reject(BAD_AUDIENCE, "token audience is not accepted")

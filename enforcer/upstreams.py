@@ -57,7 +57,16 @@ from regate.common.errors import BadRequestError, RegateError, UnknownModelError
 from regate.common.version import __version__
 from regate.compiler.model import Deployment
 
-from .http_client import ConnectError, ConnectionPool, ConnectTimeout, HTTPClientError, Response, TLSError
+from .http_client import (
+    ConnectError,
+    ConnectionPool,
+    ConnectTimeout,
+    HTTPClientError,
+    IncompleteAnswer,
+    ProtocolError,
+    Response,
+    TLSError,
+)
 
 log = logging.getLogger("regate.upstreams")
 
@@ -162,6 +171,9 @@ class Upstreams:
         if not isinstance(body, Mapping):
             raise BadRequestError("the request body must be a JSON object")
         target = self._pick(body.get("model"))
+        if body.get("stream") is not None and not isinstance(body["stream"], bool):
+            # A server that coerces 1 or "true" would stream without the usage regate asks for.
+            raise BadRequestError("`stream` must be true or false")
         streaming = kind != "embeddings" and body.get("stream") is True
         payload = _payload(target, body, streaming)
         headers = _request_headers(target, request_id, extra_headers)
@@ -174,8 +186,10 @@ class Upstreams:
             wait = deployment.timeout or self.default_timeout
             deadline = started + wait
         try:
+            # The request and the answer's head, however they trickle in, within one wait.
             response = target.pool.request("POST", target.path(kind), payload, headers,
-                                           connect_timeout=min(self.connect_timeout, wait), timeout=wait)
+                                           connect_timeout=min(self.connect_timeout, wait), timeout=wait,
+                                           deadline=started + wait)
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, target, wait) from None
         return UpstreamCall(response, target, wait=wait, deadline=deadline)
@@ -249,13 +263,15 @@ class Upstreams:
 
 
 class UpstreamCall:
-    """One upstream answer. Read it with `read_json()` or `iter_chunks()`, then `close()`.
+    """One upstream answer. Read it with `read_json()`, or `read_chunk()` / `iter_chunks()`, then `close()`.
 
     `status` is what the client should get (upstream auth failures and redirects are
     mapped to 502); `upstream_status` is what the upstream said. `headers` holds only
     headers safe to return. `usage` is `(prompt_tokens, completion_tokens)` once the
-    answer carried it, else None. `error_code` is None for a 2xx answer, else one of
-    `upstream_status`, `upstream_auth_failed`, `upstream_redirect`, `upstream_bad_response`.
+    answer carried it, else None; `events` counts the JSON events of a stream so far (a
+    completion estimate when the usage never comes). `error_code` is None for a 2xx
+    answer, else one of `upstream_status`, `upstream_auth_failed`, `upstream_redirect`,
+    `upstream_bad_response`.
     """
 
     def __init__(self, response: Response, target: _Target, *, wait: float, deadline: float):
@@ -269,9 +285,13 @@ class UpstreamCall:
         self.upstream_status = response.status
         self.status, self.error_code = _client_status(response.status)
         content_type = response.headers.get("content-type", "")
+        # Whatever the request asked: an event-stream answer is relayed, and read for its usage, as a stream.
         self.is_stream = self.error_code is None and content_type.lower().startswith("text/event-stream")
         self.headers = _response_headers(response.header_items, content_type if self.is_stream else "application/json")
         self.usage: tuple[int, int] | None = None
+        self._scanner = _UsageScanner() if self.is_stream else None
+        response.set_timeout(wait)
+        response.set_deadline(deadline)
         if self.error_code == "upstream_auth_failed":
             log.warning("upstream for model %r rejected regate's credentials (HTTP %d)",
                         self.deployment.model_name, self.upstream_status)
@@ -280,50 +300,68 @@ class UpstreamCall:
     def ok(self) -> bool:
         return self.error_code is None
 
+    @property
+    def events(self) -> int:
+        return self._scanner.events if self._scanner is not None else 0
+
     def read_json(self) -> dict:
         """The answer body as JSON: the upstream's own for 2xx, an OpenAI-shaped error otherwise."""
         if self._json is not None:
             return self._json
         if self.is_stream:
-            raise RuntimeError("read_json() on a streamed answer: use iter_chunks()")
+            raise RuntimeError("read_json() on a streamed answer: use read_chunk()")
         raw = self._read_all()
         if self.error_code is not None:
             self._json = self._error_body(raw)
             return self._json
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        data = _json_object(raw)
+        if data is None:
             raise UpstreamError(f"the upstream for model {self.deployment.model_name!r} answered with a body "
                                 "that is not a JSON object", code="upstream_bad_response")
         self.usage = _usage_pair(data.get("usage"))
         self._json = data
         return data
 
-    def iter_chunks(self) -> Iterator[bytes]:
-        """Yield the body bytes as they arrive; for SSE, capture the final chunk's usage on the way.
+    def read_chunk(self) -> bytes:
+        """The body bytes that have arrived (b"" at the end); for SSE, the usage is captured on the way.
 
-        Raises UpstreamError mid-stream when the upstream stalls (504) or drops the
-        connection (502); the client's response has begun by then, so the caller can
-        only end it. Closing the generator early closes the upstream connection.
+        Raises UpstreamError mid-stream when the upstream stalls (504), drops the connection
+        (502 `upstream_connection_lost`) or breaks the framing (502 `upstream_bad_response`);
+        the client's response has begun by then, so the caller can only end it.
         """
-        scanner = _UsageScanner() if self.is_stream else None
+        if self._closed:
+            return b""
+        data = self._read_some()
+        if self._scanner is not None:
+            if data:
+                self._scanner.feed(data)
+            else:
+                self._scanner.finish()
+            self.usage = self._scanner.usage
+        return data
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        """`read_chunk()` until the end. Closing the generator early closes the upstream connection."""
         try:
-            while not self._closed:
-                data = self._read_some()
-                if not data:
-                    break
-                if scanner is not None:
-                    scanner.feed(data)
-                    self.usage = scanner.usage
+            while data := self.read_chunk():
                 yield data
-            if scanner is not None:
-                scanner.finish()
-                self.usage = scanner.usage
         finally:
             if not self._response.done:
                 self.close()
+
+    def drain(self, max_bytes: int) -> None:
+        """After the client left a stream: read on, discarding, until the usage shows or the answer
+        ends, for at most `max_bytes` and one wait (each read too); then close. Never raises."""
+        self._deadline = min(self._deadline, time.monotonic() + self._wait)
+        self._response.set_deadline(self._deadline)
+        read = 0
+        try:
+            while self.usage is None and read <= max_bytes and (data := self.read_chunk()):
+                read += len(data)
+        except UpstreamError:
+            pass
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Release the connection: back to the pool when fully read, else closed (never reused half-read)."""
@@ -341,18 +379,19 @@ class UpstreamCall:
     def _read_some(self) -> bytes:
         """One read of what has arrived, bounded by the per-read wait and the whole-call deadline."""
         remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            self.close()
-            raise self._timeout(whole_call=True)
         try:
-            self._response.set_timeout(min(self._wait, remaining))
             return self._response.read_some(READ_SIZE)
         except _TRANSPORT_ERRORS as exc:
             self.close()
+            model = self.deployment.model_name
             if isinstance(exc, TimeoutError):
-                raise self._timeout(whole_call=self._wait > remaining) from None
-            log.warning("upstream for model %r broke off its answer: %s", self.deployment.model_name, exc)
-            raise UpstreamError(f"the upstream for model {self.deployment.model_name!r} closed the connection "
+                raise self._timeout(whole_call=self._wait >= remaining) from None
+            if isinstance(exc, ProtocolError) and not isinstance(exc, IncompleteAnswer):
+                log.warning("upstream for model %r sent a malformed answer: %s", model, exc)
+                raise UpstreamError(f"the upstream for model {model!r} sent a malformed answer",
+                                    code="upstream_bad_response") from None
+            log.warning("upstream for model %r broke off its answer: %s", model, exc)
+            raise UpstreamError(f"the upstream for model {model!r} closed the connection "
                                 "before its answer was complete", code="upstream_connection_lost") from None
 
     def _read_all(self) -> bytes:
@@ -379,11 +418,8 @@ class UpstreamCall:
 
     def _error_body(self, raw: bytes) -> dict:
         model = self.deployment.model_name
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        upstream_error = data.get("error") if isinstance(data, dict) else None
+        data = _json_object(raw)
+        upstream_error = data.get("error") if data is not None else None
         if isinstance(upstream_error, str):
             upstream_error = {"message": upstream_error}
         shaped = isinstance(upstream_error, dict) and isinstance(upstream_error.get("message"), str)
@@ -408,17 +444,20 @@ class _UsageScanner:
     """Finds the `usage` object in an SSE byte stream without holding the stream.
 
     Only complete lines that contain a `"usage": {` object are parsed; a partial line
-    is kept until its end arrives (up to MAX_SSE_LINE bytes).
+    is kept until its end arrives (up to MAX_SSE_LINE bytes). `events` counts the JSON
+    events (`data: {`) passed, roughly one per token of a completion.
     """
 
-    __slots__ = ("_tail", "_skipping", "usage")
+    __slots__ = ("_tail", "_skipping", "usage", "events")
 
     def __init__(self) -> None:
         self._tail = b""
         self._skipping = False  # inside an over-long line: ignore bytes up to its end
         self.usage: tuple[int, int] | None = None
+        self.events = 0
 
     def feed(self, data: bytes) -> None:
+        self.events += data.count(b"data: {")
         if self._skipping:
             newline = data.find(b"\n")
             if newline < 0:
@@ -447,11 +486,8 @@ class _UsageScanner:
         line = line.strip()
         if not line.startswith(b"data:") or not _USAGE_OBJECT.search(line):
             return
-        try:
-            event = json.loads(line[5:])
-        except ValueError:
-            return
-        if isinstance(event, dict):
+        event = _json_object(line[5:])
+        if event is not None:
             usage = _usage_pair(event.get("usage"))
             if usage is not None:
                 self.usage = usage
@@ -473,7 +509,7 @@ def _payload(target: _Target, body: Mapping[str, Any], streaming: bool) -> bytes
         out["stream_options"] = {**options, "include_usage": True}
     try:
         return json.dumps(out, separators=(",", ":"), allow_nan=False).encode("ascii")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise BadRequestError("the request body cannot be forwarded as JSON") from None
 
 
@@ -533,8 +569,20 @@ def _transport_error(exc: BaseException, target: _Target, wait: float) -> Upstre
         return UpstreamError(f"TLS with the upstream for model {model!r} failed", code="upstream_tls_error")
     if isinstance(exc, ConnectError):
         return UpstreamError(f"the upstream for model {model!r} is unreachable", code="upstream_unreachable")
+    if isinstance(exc, ProtocolError) and not isinstance(exc, IncompleteAnswer):
+        return UpstreamError(f"the upstream for model {model!r} sent a malformed answer",
+                             code="upstream_bad_response")
     return UpstreamError(f"the connection to the upstream for model {model!r} failed",
                          code="upstream_connection_error")
+
+
+def _json_object(raw: bytes) -> dict | None:
+    """The JSON object in `raw`, else None (not JSON, not an object, or nested too deeply to parse)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _usage_pair(usage: Any) -> tuple[int, int] | None:

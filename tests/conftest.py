@@ -25,6 +25,9 @@ def opa_bin() -> str:
 def pytest_collection_modifyitems(items):
     # Every test that starts PostgreSQL carries the `postgres` marker, so `-m "not postgres"`
     # gives a quick local run (CI runs everything).
+    # Likewise `redis` for every test that starts Redis.
     for item in items:
         if "postgres_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from regate.common.errors import StoreError
 
-from . import v001_initial
+from . import v001_initial, v002_usage_estimated, v003_alias_indexes, v004_limits
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Migration:
 # Append only, in version order. Never edit a released migration: add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(v001_initial.VERSION, v001_initial.NAME, v001_initial.apply),
+    Migration(v002_usage_estimated.VERSION, v002_usage_estimated.NAME, v002_usage_estimated.apply),
+    Migration(v003_alias_indexes.VERSION, v003_alias_indexes.NAME, v003_alias_indexes.apply),
+    Migration(v004_limits.VERSION, v004_limits.NAME, v004_limits.apply),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -188,9 +188,9 @@ def test_the_team_claim_renamed(pair):
     # regate has no blocked teams in the config (they are runtime state: /team/block), so "a team
     # removed from blocks in config" cannot be written; a key that tries is an error, not ignored.
     ("    blocked_teams: [team-x]\n", "new.yaml:13:5: unknown key 'blocked_teams' in 'litellm_jwtauth'"),
-    # role mappings come with LiteLLM parity; until then a config using them does not compile.
+    # role mappings without the claim holding the roles mean nothing: a located error.
     ("    role_mappings: [{role: admin, internal_role: proxy_admin}]\n",
-     "new.yaml:13:5: 'role_mappings' is not supported by regate"),
+     "new.yaml:13:20: role_mappings needs roles_jwt_field: the claim holding the roles to map"),
 ])
 def test_a_config_error_is_exit_2_with_its_location(pair, bad, message):
     run = pair(BASE, BASE + bad)

@@ -42,17 +42,25 @@ def test_outcomes_are_opas_decisions_with_the_enforcers_facts(config, plain_opa)
     team = {"client_id": "team-a", "sub": "u1", "email": "dev@example.com"}
     # (case for the batch, the input the enforcer would send for it)
     pairs = [
-        (Case(jwt(team, "/v1/chat/completions"), {"user_exists": True, "team_models": []}),
-         jwt(team, "/v1/chat/completions") | {"facts": {"user_id": "u1", "user_exists": True}}),
-        (Case(jwt(team, "/v1/chat/completions"), {"user_exists": False, "team_models": []}),
-         jwt(team, "/v1/chat/completions") | {"facts": {"user_id": "u1", "user_exists": False}}),
-        (Case(jwt(team, "/v1/chat/completions", "m2"), {"user_exists": True, "team_models": ["m1"]}),
-         jwt(team, "/v1/chat/completions", "m2") | {"facts": {"user_id": "u1", "user_exists": True, "team_id": "team-a",
-                                                              "team_models": ["m1"]}}),
+        (Case(jwt(team, "/v1/chat/completions"), {"user_exists": True, "teams": {"team-a": []}}),
+         jwt(team, "/v1/chat/completions") | {"facts": {"user_id": "u1", "user_exists": True, "teams": {"team-a": []}}}),
+        (Case(jwt(team, "/v1/chat/completions"), {"user_exists": False, "teams": {"team-a": []}}),
+         jwt(team, "/v1/chat/completions") | {"facts": {"user_id": "u1", "user_exists": False,
+                                                        "teams": {"team-a": []}}}),
+        (Case(jwt(team, "/v1/chat/completions", "m2"), {"user_exists": True, "teams": {"team-a": ["m1"]}}),
+         jwt(team, "/v1/chat/completions", "m2") | {"facts": {"user_id": "u1", "user_exists": True,
+                                                              "teams": {"team-a": ["m1"]}}}),
+        # the header names the team by an alias only the store knows
+        (Case(jwt(team, "/v1/chat/completions") | {"request": {"method": "POST", "path": "/v1/chat/completions",
+                                                               "requested_team": "Team A"}},
+              {"user_exists": True, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}),
+         {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"},
+          "credential": {"type": "jwt", "claims": team},
+          "facts": {"user_id": "u1", "user_exists": True, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}}),
         (Case(jwt(team, "/key/generate")), jwt(team, "/key/generate")),  # no store: the input as it is
         (Case({"request": {"method": "GET", "path": "/v1/models"},
                "credential": {"type": "virtual_key", "key": {"user_id": "u1", "team_id": None, "org_id": None,
-                                                              "models": []}}}, {"user_exists": False, "team_models": []}),
+                                                              "models": []}}}, {"user_exists": False, "teams": {}}),
          {"request": {"method": "GET", "path": "/v1/models"},
           "credential": {"type": "virtual_key", "key": {"user_id": "u1", "team_id": None, "org_id": None, "models": []}}}),
     ]
@@ -63,7 +71,7 @@ def test_outcomes_are_opas_decisions_with_the_enforcers_facts(config, plain_opa)
         d = plain_opa.decide(doc)
         expected.append((d["allow"], d["status"], tuple(d["reasons"])))
     assert [(o.allow, o.status, o.reasons) for o in outcomes] == expected
-    assert [o.summary() for o in outcomes] == ["allow", "deny user_not_found", "deny model_not_allowed",
+    assert [o.summary() for o in outcomes] == ["allow", "deny user_not_found", "deny model_not_allowed", "allow",
                                                "deny route_not_allowed", "allow"]
 
 
@@ -71,7 +79,7 @@ def test_many_cases_keep_their_order(config, monkeypatch):
     """Cases are split into chunks sent side by side; the answers come back in the cases' order."""
     monkeypatch.setattr(evaluate, "CHUNK", 7)
     team = {"client_id": "team-a", "sub": "u1", "email": "dev@example.com"}
-    store = {"user_exists": True, "team_models": []}
+    store = {"user_exists": True, "teams": {"team-a": []}}
     paths = ["/v1/chat/completions" if n % 3 else "/key/generate" for n in range(100)]
     cases = [Case(jwt(team | {"n": n % 40}, path), store) for n, path in enumerate(paths)]
     with Evaluator(config, workers=3) as opa:

@@ -77,7 +77,7 @@ def test_email_domain_upsert_doc_config():
     outside = next(p for p in m.principals if "outside" in p.label)
     assert outside.credential["claims"] == {"client_id": "team-a", "email": "dev@outside.invalid"}
     unknown = next(p for p in m.principals if "not in the store" in p.label)
-    assert unknown.store == {"user_exists": False, "team_models": []}
+    assert unknown.store == {"user_exists": False, "teams": {"team-a": []}}
 
 
 def test_jwts_are_refused_everywhere_when_jwt_auth_is_off():

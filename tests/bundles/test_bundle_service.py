@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import tarfile
 import threading
-import time
 
 import pytest
 from flask.testing import FlaskClient
@@ -53,28 +52,40 @@ def test_unchanged_bundle_is_304(client, source):
     assert client.get(BUNDLE_PATH, headers={"If-None-Match": '"old"'}).status_code == 200
 
 
-def test_long_poll_returns_as_soon_as_a_new_revision_exists(client, source, config):
+def waits_of(source, monkeypatch) -> tuple[list[float], threading.Event]:
+    """Record each long poll's wait (its timeout) as it starts; the event is set when one has."""
+    waits, waiting = [], threading.Event()
+    wait_for_change = source.wait_for_change
+
+    def recorded(etag: str, timeout: float) -> None:
+        waits.append(timeout)
+        waiting.set()
+        wait_for_change(etag, timeout)
+
+    monkeypatch.setattr(source, "wait_for_change", recorded)
+    return waits, waiting
+
+
+def test_long_poll_returns_as_soon_as_a_new_revision_exists(client, source, config, monkeypatch):
     old = source.etag
+    waits, waiting = waits_of(source, monkeypatch)
 
     def change():
-        time.sleep(0.3)
+        waiting.wait(10)  # once the request is held
         config.write_text(CONFIG_V2)
         source.refresh()
 
     threading.Thread(target=change).start()
-    started = time.monotonic()
     resp = client.get(BUNDLE_PATH, headers={"If-None-Match": old, "Prefer": "modes=snapshot,delta;wait=10"})
-    elapsed = time.monotonic() - started
-    assert resp.status_code == 200
+    # Answered with the new revision: not at the end of the 10 s wait, which would be a 304.
+    assert resp.status_code == 200 and waits == [10]
     assert resp.headers["ETag"] != old
-    assert 0.2 < elapsed < 5
 
 
-def test_long_poll_times_out_with_304(client, source):
-    started = time.monotonic()
+def test_long_poll_times_out_with_304(client, source, monkeypatch):
+    waits, _ = waits_of(source, monkeypatch)
     resp = client.get(BUNDLE_PATH, headers={"If-None-Match": source.etag, "Prefer": "wait=1"})
-    assert resp.status_code == 304
-    assert time.monotonic() - started >= 0.9
+    assert resp.status_code == 304 and waits == [1]
 
 
 def test_broken_config_keeps_the_last_good_revision(client, source, config):
@@ -93,3 +104,23 @@ def test_broken_config_keeps_the_last_good_revision(client, source, config):
 def test_same_content_is_not_a_new_revision(source, config):
     config.write_text(CONFIG_V1)
     assert source.refresh() is False
+
+
+POLICY = 'package regate.custom.tenant\n\ndeny contains {"code": "c", "message": "m", "status": 403} if input.request.path == "{path}"\n'
+
+
+def test_a_changed_custom_policy_is_a_new_revision(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG_V1 + "    custom_policies: [tenant.rego]\n")
+    policy = tmp_path / "tenant.rego"
+    policy.write_text(POLICY.replace("{path}", "/a"))
+    source = BundleSource(config)
+    assert source.refresh() is True
+    first = source.etag
+    assert source.refresh() is False and source.etag == first
+    policy.write_text(POLICY.replace("{path}", "/b"))
+    assert source.refresh() is True and source.etag != first
+    policy.write_text(POLICY.replace("{path}", "/b") + "\ndeny contains 1 if {\n")  # no longer compiles
+    assert source.refresh() is False and "tenant.rego" in source.last_error
+    policy.unlink()
+    assert source.refresh() is False and "cannot read custom policy" in source.last_error

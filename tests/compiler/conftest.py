@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from regate import compiler
+from tests.support.opa import OpaServer
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -41,3 +42,24 @@ def bundle_dirs(compiled, tmp_path_factory) -> dict[str, Path]:
     for name, files in compiled.items():
         out[name] = compiler.bundle.write(files, root / name.replace("/", "__"))
     return out
+
+
+STATE = {"blocked_teams": {"blocked-team": True}, "sync_id": "test"}
+
+
+@pytest.fixture(scope="module")
+def opa_for(opa_bin, compiled, tmp_path_factory):
+    """opa_for(name): a real OPA serving the shipped config's bundle, with STATE loaded (one per module)."""
+    servers: dict[str, OpaServer] = {}
+
+    def get(name: str) -> OpaServer:
+        if name not in servers:
+            out = tmp_path_factory.mktemp("decisions") / "bundle.tar.gz"
+            compiler.bundle.write(compiled[name], out)
+            servers[name] = OpaServer(opa_bin, bundle=str(out)).start()
+            servers[name].put_state(STATE)
+        return servers[name]
+
+    yield get
+    for server in servers.values():
+        server.stop()

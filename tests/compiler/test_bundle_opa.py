@@ -29,7 +29,8 @@ def test_opa_fmt_check_and_test(name, opa_bin, bundle_dirs, compiled):
     test = _opa(opa_bin, "test", "--bundle", bundle, "--format", "json")
     assert test.returncode == 0, test.stdout + test.stderr
     results = [r for r in __import__("json").loads(test.stdout)]
-    generated = compiled[name]["regate/authz_test.rego"].decode().count("\ntest_")
+    # The generated tests, and those of custom policies (regate/custom/*_test.rego).
+    generated = sum(data.decode().count("\ntest_") for path, data in compiled[name].items() if path.endswith("_test.rego"))
     assert len(results) == generated > 0
     assert all(r.get("fail") is not True and "error" not in r for r in results)
 

@@ -86,9 +86,9 @@ CASES = [
         ["c.yaml:4:42: unknown route group 'info_route' (did you mean 'info_routes'?); a route is a group name or a path starting with '/' (at general_settings.litellm_jwtauth.team_allowed_routes[1]) [unknown-route-group]"],
     ),
     (
-        "route-with-wildcard",
-        JWT_HEAD + "    team_allowed_routes:\n      - /v1/*\n",
-        ["c.yaml:5:9: invalid route '/v1/*': character '*' is not allowed in a route (at general_settings.litellm_jwtauth.team_allowed_routes[0]) [invalid-route]"],
+        "route-with-inner-wildcard",
+        JWT_HEAD + "    team_allowed_routes:\n      - /v1/*/models\n",
+        ["c.yaml:5:9: invalid route '/v1/*/models': only a trailing '/*' is a wildcard (every route below a prefix) (at general_settings.litellm_jwtauth.team_allowed_routes[0]) [invalid-route]"],
     ),
     (
         "route-with-double-slash",
@@ -159,17 +159,17 @@ CASES = [
         ["c.yaml:4:21: expected true or false, got an integer (1) (at general_settings.litellm_jwtauth.user_id_upsert) [wrong-type]"],
     ),
     (
-        "unsupported-role-mappings",
-        JWT_HEAD + "    role_mappings:\n      - role: litellm.api.consumer\n        internal_role: team\n",
-        ["c.yaml:4:5: 'role_mappings' is not supported by regate: role mappings are not supported; remove it (at general_settings.litellm_jwtauth.role_mappings) [unsupported-key]"],
+        "unsupported-role-sync",
+        JWT_HEAD + "    sync_user_role_and_teams: true\n    jwt_litellm_role_map:\n      - {jwt_role: ADMIN, litellm_role: proxy_admin}\n",
+        [
+            "c.yaml:4:5: 'sync_user_role_and_teams' is not supported by regate: regate writes no token claims back into the store: each token's roles and teams are read from its claims (role_mappings, team_ids_jwt_field); remove it (at general_settings.litellm_jwtauth.sync_user_role_and_teams) [unsupported-key]",
+            "c.yaml:5:5: 'jwt_litellm_role_map' is not supported by regate: it rewrites stored user roles from token claims (sync_user_role_and_teams); map the token's roles with roles_jwt_field and role_mappings instead; remove it (at general_settings.litellm_jwtauth.jwt_litellm_role_map) [unsupported-key]",
+        ],
     ),
     (
-        "unsupported-scope-mappings",
-        JWT_HEAD + "    enforce_scope_based_access: true\n    scope_mappings: []\n",
-        [
-            "c.yaml:4:5: 'enforce_scope_based_access' is not supported by regate: scope-based model access is not supported; remove it (at general_settings.litellm_jwtauth.enforce_scope_based_access) [unsupported-key]",
-            "c.yaml:5:5: 'scope_mappings' is not supported by regate: scope-based model access is not supported; remove it (at general_settings.litellm_jwtauth.scope_mappings) [unsupported-key]",
-        ],
+        "unsupported-custom-validate",
+        JWT_HEAD + "    custom_validate: custom_validate.my_custom_validate\n",
+        ["c.yaml:4:5: 'custom_validate' is not supported by regate: a Python function would decide outside the compiled, auditable policy; write the check in Rego and list it in litellm_jwtauth.custom_policies; remove it (at general_settings.litellm_jwtauth.custom_validate) [unsupported-key]"],
     ),
     (
         "unsupported-custom-auth",
@@ -225,19 +225,57 @@ CASES = [
             "c.yaml:6:15: expected a string, got an integer (5) (at general_settings.master_key) [wrong-type]",
         ],
     ),
+    (
+        "negative-proxy-budget",
+        "litellm_settings:\n  max_budget: -1\n",
+        ["c.yaml:2:15: must be >= 0, got -1 (at litellm_settings.max_budget) [out-of-range]"],
+    ),
+    (
+        "unknown-duration-unit",
+        "litellm_settings:\n  max_budget: 10\n  budget_duration: 30y\n",
+        ['c.yaml:3:20: invalid duration "30y": a whole number followed by s, m, h, d, w or mo (30s, 30m, 30h, 30d, 1mo) '
+         "(at litellm_settings.budget_duration) [invalid-duration]"],
+    ),
+    (
+        "upperbound-unknown-field",
+        "litellm_settings:\n  upperbound_key_generate_params:\n    rpm_limt: 5\n",
+        ["c.yaml:3:5: unknown key 'rpm_limt' in 'upperbound_key_generate_params' (did you mean 'rpm_limit'?) "
+         "(at litellm_settings.upperbound_key_generate_params.rpm_limt) [unknown-key]"],
+    ),
+    (
+        "default-key-limit-not-integer",
+        "litellm_settings:\n  default_key_generate_params:\n    tpm_limit: 1.5\n",
+        ["c.yaml:3:16: expected an integer, got a number (1.5) (at litellm_settings.default_key_generate_params.tpm_limit) [wrong-type]"],
+    ),
+    (
+        "default-above-upperbound",
+        "litellm_settings:\n  default_key_generate_params:\n    rpm_limit: 100\n  upperbound_key_generate_params:\n    rpm_limit: 10\n",
+        ["c.yaml:3:16: default rpm_limit 100 is above upperbound_key_generate_params.rpm_limit (10) "
+         "(at litellm_settings.default_key_generate_params.rpm_limit) [default-above-upperbound]"],
+    ),
+    (
+        "redis-port-out-of-range",
+        "router_settings:\n  redis_port: 70000\n",
+        ["c.yaml:2:15: must be <= 65535, got 70000 (at router_settings.redis_port) [out-of-range]"],
+    ),
 ]
+
+
+def compile_errors(text: str, tmp_path, capsys) -> list[str]:
+    """`regate compile c.yaml` on `text` in tmp_path (the cwd): the lines on stderr, after
+    asserting it failed with exit 2 and wrote nothing."""
+    (tmp_path / "c.yaml").write_text(text)
+    code = main(["compile", "c.yaml", "-o", "out.tar.gz"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing written, not even half
+    return err.splitlines()
 
 
 @pytest.mark.parametrize("name,text,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_config_gives_located_errors(name, text, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "c.yaml").write_text(text)
-    code = main(["compile", "c.yaml", "-o", "out.tar.gz"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.splitlines() == expected
-    assert not (tmp_path / "out.tar.gz").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing half-written
+    assert compile_errors(text, tmp_path, capsys) == expected
 
 
 def test_missing_file(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,9 @@ gunicorn's gevent worker, and the store are the real components.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,21 @@ def client(enforcer):
     c = Client(enforcer.url)
     yield c
     c.close()
+
+
+@contextlib.contextmanager
+def config_stack(opa_bin: str, config: Path, env: dict[str, str], work: Path,
+                 database_url: str | None = None, workers: int = 1) -> Iterator[Client]:
+    """A config's own compiled bundle, OPA and enforcer (in `work`); yields a Client on the enforcer."""
+    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
+    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
+        with EnforcerProcess(config, env=env, opa_url=opa.url, data_dir=work / "data",
+                             database_url=database_url, workers=workers) as proc:
+            client = Client(proc.url)
+            try:
+                yield client
+            finally:
+                client.close()
 
 
 @pytest.fixture
@@ -289,6 +306,19 @@ class SseStream:
         self.conn.close()
 
 
+def leave_mid_stream(url: str, token: str, body: dict, left) -> str:
+    """Open a stream, read its first event and go away, then set `left` (an Event the upstream waits
+    for before the rest); answers the request's id."""
+    stream = SseStream(url, token, body)
+    request_id = stream.response.getheader("X-Request-ID")
+    try:
+        stream.read_events(1)
+    finally:
+        stream.close()  # the client goes away mid-stream
+        left.set()
+    return request_id
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text -> {sample with sorted labels: value}, as `metric()` spells sample names."""
     samples: dict[str, float] = {}
@@ -301,3 +331,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 def sample_name(name: str, **labels: str) -> str:
     return name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+
+
+# -- Redis (shared rate limits) ----------------------------------------------------------------
+from tests.support.redis import redis_server, redis_url  # noqa: E402,F401 - fixtures for these tests

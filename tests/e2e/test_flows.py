@@ -14,13 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from regate import compiler
-from tests.support.enforcer import EnforcerProcess
 from tests.support.forge import OMIT
 from tests.support.mock_openai import Behavior
-from tests.support.opa import OpaServer
 
-from .conftest import UPSTREAM_KEY, Client, assert_openai_error, chat_body, enforcer_env, metric, team_token
+from .conftest import UPSTREAM_KEY, assert_openai_error, chat_body, config_stack, enforcer_env, metric, team_token
 
 # What the upstream may see: the headers regate builds, plus the W3C trace context it forwards.
 UPSTREAM_HEADER_NAMES = {"host", "content-type", "content-length", "accept", "accept-encoding", "user-agent",
@@ -149,6 +146,8 @@ def test_first_request_of_a_new_user_creates_it(client, idp, admin_token):
         ("Alice@CORP.Example.COM", {}, True),  # domains compare case-insensitively
         ("alice@example.com", {"email_verified": True}, True),
         ("alice@example.com", {"email_verified": False}, False),
+        ("alice@example.com", {"email_verified": "false"}, False),
+        ("alice@example.com", {"email_verified": 0}, False),
         ("alice@example.org", {}, False),
         ("alice@sub.example.com", {}, False),  # exact domain, not a suffix
         ("alice@notexample.com", {}, False),
@@ -354,12 +353,8 @@ def docs_stack(opa_bin, idp, upstream, tmp_path_factory):
     work = tmp_path_factory.mktemp("docs-stack")
     config = work / "docs.yaml"
     config.write_text(DOCS_CONFIG)
-    bundle = compiler.bundle.write(compiler.bundle_files(compiler.load_config(config)), work / "bundle.tar.gz")
-    with OpaServer(opa_bin, bundle=str(bundle)) as opa:
-        with EnforcerProcess(config, env=enforcer_env(idp, upstream), opa_url=opa.url, data_dir=work / "data") as proc:
-            docs_client = Client(proc.url)
-            yield docs_client
-            docs_client.close()
+    with config_stack(opa_bin, config, enforcer_env(idp, upstream), work) as docs_client:
+        yield docs_client
 
 
 def test_custom_team_field(docs_stack, idp, fresh_upstream):
@@ -435,3 +430,35 @@ def test_stalled_stream_ends_with_a_timeout_event(docs_stack, idp, fresh_upstrea
     assert events[0].startswith("data: {") and '"chat.completion.chunk"' in events[0]
     last = json.loads(events[-1].removeprefix("data: "))
     assert last["error"]["code"] == "504" and "sent nothing for 1s" in last["error"]["message"], last
+
+
+def test_a_stream_left_early_whose_upstream_stalls_is_billed_an_estimate(docs_stack, idp, fresh_upstream):
+    """`stream_timeout: 1`: after the client left, regate waits that long for the usage, then records
+    an estimate (marked as one) rather than nothing: the prompt counted locally, one token per event."""
+    import threading
+
+    from regate.enforcer import usage_estimate
+
+    from .conftest import SseStream
+
+    team = f"docs-leaver-{time.monotonic_ns()}"
+    left, stall = threading.Event(), threading.Event()
+    fresh_upstream.push(Behavior(holds={1: left, 11: stall}))  # 1 event, then 10 after the client left, then none
+    request = chat_body(model="gpt-4o-mini-1s", content="an estimate of these tokens", stream=True, max_tokens=50)
+    stream = SseStream(docs_stack.base_url, idp.mint({"client_id": team}), request)
+    request_id = stream.response.getheader("X-Request-ID")
+    try:
+        stream.read_events(1)
+        stream.close()
+        left.set()
+        deadline = time.monotonic() + 15
+        while not (rows := docs_stack.get(f"/spend/logs?team_id={team}", token="sk-1234")[1]):
+            assert time.monotonic() < deadline, "no spend row"
+            time.sleep(0.1)
+    finally:
+        left.set()
+        stall.set()
+    [row] = rows
+    assert row["request_id"] == request_id
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (usage_estimate.prompt_tokens("chat", request), 11)
+    assert (row["status"], row["usage_estimated"]) == ("incomplete", True)

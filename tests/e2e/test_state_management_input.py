@@ -19,8 +19,11 @@ from .conftest import open_store, team_token
 MAX_MANAGEMENT_BODY = 64 * 1024
 UNKNOWN_KEY = "sk-" + "u" * 43
 
-POST_ENDPOINTS = ("/key/generate", "/key/delete", "/team/new", "/team/update", "/team/block", "/team/unblock",
-                  "/user/new")
+POST_ENDPOINTS = ("/key/generate", "/key/update", "/key/delete", "/team/new", "/team/update", "/team/block",
+                  "/team/unblock", "/user/new", "/user/update", "/customer/new")
+BAD_LIMITS = ({"max_budget": -1}, {"max_budget": "10"}, {"max_budget": True}, {"budget_duration": "30y"},
+              {"budget_duration": "1.5h"}, {"budget_duration": 30}, {"rpm_limit": -1}, {"tpm_limit": 1.5},
+              {"max_parallel_requests": "3"})
 
 
 def snapshot(database_url: str) -> dict[str, list[tuple]]:
@@ -98,7 +101,11 @@ def json_cases() -> list[tuple[str, object, int]]:
         ("/key/generate", {"team_id": "mi-team", "duration": "0s"}, 400),
         ("/key/generate", {"team_id": "mi-team", "duration": "30y"}, 400),
         ("/key/generate", {"team_id": "mi-team", "key_alias": 3}, 400),
-        ("/key/generate", {"team_id": "mi-team", "max_budget": 10}, 400),
+        *[("/key/generate", {"team_id": "mi-team", **bad}, 400) for bad in BAD_LIMITS],
+        # /key/update
+        ("/key/update", {}, 400),
+        ("/key/update", {"key": UNKNOWN_KEY, "max_budget": 1}, 404),
+        ("/key/update", {"key": UNKNOWN_KEY, "models": ["gpt-4o-mini"]}, 400),
         ("/key/generate", {"team_id": "mi-team", "key_alias": "mi-team-key"}, 409),  # alias taken
         ("/key/generate", {"user_id": "mi-new-user-2", "key_alias": "mi-team-key"}, 409),
         # /key/delete
@@ -117,7 +124,7 @@ def json_cases() -> list[tuple[str, object, int]]:
         ("/team/new", {"team_id": "mi-new-team", "models": "gpt-4o-mini"}, 400),
         ("/team/new", {"team_id": "mi-new-team", "team_alias": {"a": 1}}, 400),
         ("/team/new", {"team_id": "mi-new-team", "organization_id": 9}, 400),
-        ("/team/new", {"team_id": "mi-new-team", "max_budget": 5}, 400),
+        *[("/team/new", {"team_id": "mi-new-team", **bad}, 400) for bad in BAD_LIMITS],
         # /team/update
         ("/team/update", {}, 400),
         ("/team/update", {"models": ["gpt-4o-mini"]}, 400),
@@ -129,7 +136,7 @@ def json_cases() -> list[tuple[str, object, int]]:
         ("/team/update", {"team_id": "mi-team", "team_alias": ""}, 400),
         ("/team/update", {"team_id": "mi-team", "organization_id": ["o"]}, 400),
         ("/team/update", {"team_id": "mi-team", "blocked": True}, 400),  # blocks go through /team/block
-        ("/team/update", {"team_id": "mi-team", "max_budget": 5}, 400),
+        *[("/team/update", {"team_id": "mi-team", **bad}, 400) for bad in BAD_LIMITS],
         ("/team/update", {"team_id": "no-such-team", "models": ["gpt-4o-mini"]}, 404),
         # /team/block, /team/unblock
         ("/team/block", {}, 400),
@@ -149,6 +156,15 @@ def json_cases() -> list[tuple[str, object, int]]:
         ("/user/new", {"user_id": "mi-new-user-3", "user_email": "a@b@example.com"}, 400),
         ("/user/new", {"user_id": "mi-new-user-3", "user_email": 5}, 400),
         ("/user/new", {"user_id": "mi-new-user-3", "user_role": "proxy_admin"}, 400),
+        *[("/user/new", {"user_id": "mi-new-user-3", **bad}, 400) for bad in BAD_LIMITS],
+        # /user/update
+        ("/user/update", {}, 400),
+        ("/user/update", {"user_id": "no-such-user", "max_budget": 1}, 404),
+        *[("/user/update", {"user_id": "mi-user", **bad}, 400) for bad in BAD_LIMITS],
+        # /customer/new
+        ("/customer/new", {}, 400),
+        ("/customer/new", {"user_id": "mi-customer", "blocked": True}, 400),
+        *[("/customer/new", {"user_id": "mi-customer", **bad}, 400) for bad in BAD_LIMITS],
     ]
     return cases
 
@@ -160,7 +176,9 @@ def raw_cases() -> list[tuple[str, bytes, dict, int]]:
     valid = {"/key/generate": {"team_id": "mi-team"}, "/key/delete": {"keys": [UNKNOWN_KEY]},
              "/team/new": {"team_id": "mi-ct-team"}, "/team/update": {"team_id": "mi-team", "models": []},
              "/team/block": {"team_id": "mi-team"},
-             "/team/unblock": {"team_id": "mi-team"}, "/user/new": {"user_id": "mi-ct-user"}}
+             "/team/unblock": {"team_id": "mi-team"}, "/user/new": {"user_id": "mi-ct-user"},
+             "/key/update": {"key": UNKNOWN_KEY, "rpm_limit": 1}, "/user/update": {"user_id": "mi-user", "rpm_limit": 1},
+             "/customer/new": {"user_id": "mi-ct-customer"}}
     for path in POST_ENDPOINTS:
         json_type = {"Content-Type": "application/json"}
         cases += [
@@ -188,6 +206,8 @@ def query_cases() -> list[tuple[str, str, int]]:
         ("GET", "/team/info?team_id=no-such-team", 404),
         ("GET", "/user/info?user_id=", 400),
         ("GET", "/user/info?user_id=no-such-user", 404),
+        ("GET", "/customer/info", 400),
+        ("GET", "/customer/info?end_user_id=no-such-customer", 404),
         ("GET", "/spend/logs?limit=abc", 400),
         ("GET", "/spend/logs?limit=0", 400),
         ("GET", "/spend/logs?limit=10001", 400),

@@ -244,8 +244,12 @@ def test_concurrent_load_on_two_replicas_is_counted_exactly(start_replicas, idp,
     assert totals[("global", "")] == [sum(p.expected_nanos for p in planned), 2000]
     for replica in (a, b):
         assert_totals(replica, admin_token, pg_database, totals)
-    # The writers' counts reach Prometheus: every record written once, none spooled or dropped.
-    written = [metric(r, "regate_spend_events_total", event="written") for r in (a, b)]
+    # The writers' counts reach Prometheus (each worker hands its writer thread's counts over
+    # within 0.1 s): every record written once, none spooled or dropped.
+    deadline = time.monotonic() + 10
+    while sum(written := [metric(r, "regate_spend_events_total", event="written") for r in (a, b)]) < 2000:
+        assert time.monotonic() < deadline, written
+        time.sleep(0.05)
     assert sum(written) == 2000 and all(written), written
     for event in ("queue_full", "spooled", "spool_errors"):
         assert metric(a, "regate_spend_events_total", event=event) == 0

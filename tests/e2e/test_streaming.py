@@ -1,6 +1,6 @@
 """Server-sent-event streams through the real enforcer (gunicorn's gevent worker): chunks pass as
-they arrive, the usage of the final chunk is recorded as spend, and a client that leaves closes
-the upstream stream.
+they arrive, the usage of the final chunk is recorded as spend, and a client that leaves is billed
+all the same: the usage the upstream sends after, or an estimate.
 """
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from types import SimpleNamespace
 
+from regate.enforcer import usage_estimate
 from tests.support.mock_openai import Behavior
 
-from .conftest import SseStream, chat_body, team_token
+from .conftest import SseStream, chat_body, leave_mid_stream, metric, team_token
 
 # examples/regate.yaml prices gpt-4o-mini at 0.00000015 / 0.0000006 USD per token: in nano-USD
 INPUT_NANOS, OUTPUT_NANOS = 150, 600
@@ -30,6 +32,14 @@ def spend_row(client, admin_token: str, team: str, request_id: str, timeout: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"no spend row for request {request_id}: {rows}")
         time.sleep(0.1)
+
+
+def poll(predicate, message: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.05)
 
 
 def test_first_chunk_arrives_before_the_upstream_finishes(enforcer, idp, fresh_upstream):
@@ -73,23 +83,44 @@ def test_usage_of_the_final_chunk_is_recorded(client, enforcer, idp, admin_token
     assert (row["status"], row["model"], row["user_id"]) == ("success", "gpt-4o-mini", "stream-user")
 
 
-def test_client_disconnect_closes_the_upstream_stream(client, enforcer, idp, admin_token, fresh_upstream):
+def test_a_client_that_leaves_is_billed_the_usage_the_upstream_sends_after(client, enforcer, idp, admin_token,
+                                                                             fresh_upstream):
+    """The upstream bills the whole call: regate reads on after the client left, for the final
+    chunk's usage, and does so off the client's request (issue 11, item 4)."""
     team = f"team-leaver-{time.monotonic_ns()}"
-    # 400 chunks 50 ms apart: 20 s if nobody stops it
-    fresh_upstream.push(Behavior(chunk_delay=0.05))
-    stream = SseStream(enforcer.url, team_token(idp, team=team), chat_body(stream=True, max_tokens=400))
-    request_id = stream.response.getheader("X-Request-ID")
+    metrics = SimpleNamespace(client=client)
+    idle = metric(metrics, "regate_requests_in_flight")  # the /metrics request itself
+    left, later = threading.Event(), threading.Event()
+    # The upstream sends one chunk, waits until the client has left, sends ten (the server notices the
+    # client is gone when it writes them), then waits again.
+    fresh_upstream.push(Behavior(holds={1: left, 11: later}))
+    request_id = leave_mid_stream(enforcer.url, team_token(idp, team=team),
+                                  chat_body(content="five words in this prompt", stream=True, max_tokens=30), left)
     try:
-        stream.read_events(3)
+        # Its request is over (the in-flight gauge is back), though the upstream is still inside its answer.
+        poll(lambda: metric(metrics, "regate_requests_in_flight") == idle, "the request stayed in flight")
+        [upstream_call] = fresh_upstream.requests
+        assert not upstream_call.completed and not later.is_set()
     finally:
-        stream.close()  # the client goes away mid-stream
-    assert fresh_upstream.disconnected.wait(10), "the upstream stream was not closed"
-    [upstream_call] = fresh_upstream.requests
-    assert not upstream_call.completed and fresh_upstream.streams_completed == 0
-    assert len(upstream_call.sent) < 100
-
+        later.set()
+    poll(lambda: upstream_call.completed, "the upstream's answer was not read to its end")
     row = spend_row(client, admin_token, team, request_id)
-    assert row["status"] == "incomplete"
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 30)  # the upstream's own count
+    assert row["spend_nanos"] == 5 * INPUT_NANOS + 30 * OUTPUT_NANOS
+    assert (row["status"], row["usage_estimated"]) == ("incomplete", False)
+
+
+def test_a_stream_without_usage_is_billed_an_estimate(client, idp, admin_token, fresh_upstream):
+    team = f"team-no-usage-{time.monotonic_ns()}"
+    events = [b'data: {"choices":[{"index":0,"delta":{"content":"tok%d "}}]}\n\n' % i for i in range(6)]
+    fresh_upstream.push(Behavior(raw_body=b"".join(events) + b"data: [DONE]\n\n", content_type="text/event-stream"))
+    request = chat_body(content="count these words please", stream=True)
+    status, body, headers = client.post("/v1/chat/completions", request, token=team_token(idp, team=team))
+    assert status == 200 and body.count("data: {") == 6
+    row = spend_row(client, admin_token, team, headers["X-Request-ID"])
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (usage_estimate.prompt_tokens("chat", request), 6)
+    assert row["prompt_tokens"] > 0 and row["spend_nanos"] > 0
+    assert (row["status"], row["usage_estimated"]) == ("success", True)
 
 
 def test_upstream_breaking_off_ends_the_stream_with_an_error_event(client, idp, fresh_upstream):

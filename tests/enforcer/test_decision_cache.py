@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -72,11 +71,32 @@ def test_a_state_change_is_seen_at_once(opa, opa_server):
 
 
 def test_entries_expire_after_the_ttl(opa):
-    cache = DecisionCache(opa, ttl=0.2, generation=lambda: 0)
+    now = [0.0]
+    cache = DecisionCache(opa, ttl=0.5, generation=lambda: 0, clock=lambda: now[0])
     cache.decide(team_input())
-    time.sleep(0.25)
+    now[0] = 0.5
+    cache.decide(team_input())
+    assert opa.asked == 1
+    now[0] = 0.51
     cache.decide(team_input())
     assert opa.asked == 2
+
+
+def test_refusals_without_a_credential_are_never_cached(opa):
+    # Anyone can send them, in any number: remembering them would let anyone fill the cache.
+    cache = DecisionCache(opa, ttl=60, generation=lambda: 0)
+    anonymous = {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "gpt-4o-mini"},
+                 "credential": {"type": "none"}}
+    for _ in range(2):
+        assert cache.decide(anonymous).reason == "missing_credential"
+    assert opa.asked == 2 and cache.entries == 0
+
+
+def test_the_cache_is_bounded_by_the_bytes_of_its_keys(opa):
+    cache = DecisionCache(opa, ttl=60, generation=lambda: 0, max_bytes=20_000)
+    for i in range(50):
+        cache.decide(team_input(team=f"team-{i:03d}-" + "x" * 500))
+    assert 0 < cache.weight <= 20_000 and cache.entries < 50
 
 
 @pytest.mark.parametrize("ttl", [0, 60])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -88,7 +89,9 @@ def test_idle_connection_closed_by_the_server_is_replaced(server, pool):
     server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
     assert post(pool)[1] == b"ok"
     server.close_idle_connections()  # the keep-alive timeout of a real server
-    time.sleep(0.1)  # let the FIN arrive: the check at checkout sees it, it does not wait for it
+    # Wait for the FIN to arrive (readable: the peer's end); the check at checkout sees it, it does not wait for it.
+    [idle] = pool._idle
+    assert select.select([idle.sock], [], [], 10)[0]
     assert post(pool)[1] == b"next"
     assert server.connections == 2
 
@@ -131,8 +134,23 @@ def test_malformed_heads_are_protocol_errors(server, pool, answer, message):
     (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", "longer than its size"),
     (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n10\r\nhello", "inside a chunk"),
     (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "ended in the chunk size"),
+    # Unicode digits, control bytes (issue 11, item 8): an ASCII-only grammar, clean protocol errors.
+    # header bytes are read as latin-1, where "\xb2" is "²", a digit to str.isdigit()
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nok", "invalid Content-Length"),
+    (b"HTTP/1.1 2\xb20 OK\r\nContent-Length: 2\r\n\r\nok", "status line"),
+    (b"HTTP/1.1 \xb9\xb9\xb9 OK\r\nContent-Length: 2\r\n\r\nok", "status line"),
+    (b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok", "status line"),
+    (b"HTTP/1.1 200 OK\r\nX-Rate: 1\rInjected: yes\r\nContent-Length: 2\r\n\r\nok", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nX-Rate: 1\x01\r\nContent-Length: 2\r\n\r\nok", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nX-Rate: 1\x00\r\nContent-Length: 2\r\n\r\nok", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nX Rate: 1\r\nContent-Length: 2\r\n\r\nok", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nX-Rate\x7f: 1\r\nContent-Length: 2\r\n\r\nok", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nok", "invalid Content-Length"),
+    (b"HTTP/1.1 204 No Content\r\nContent-Length: 0:\r\n\r\n", "invalid Content-Length"),  # even without a body
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T\x01: t\r\n\r\n", "trailer"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\n0\r\n\r\n", "longer than its size"),
 ])
-def test_malformed_or_cut_bodies_are_protocol_errors(server, pool, answer, message):
+def test_malformed_or_cut_answers_are_protocol_errors(server, pool, answer, message):
     server.answer(answer, close=True)
     with pytest.raises(ProtocolError, match=message):
         post(pool)
@@ -174,3 +192,86 @@ def test_read_timeout_is_a_timeout_error(server, pool):
     with pytest.raises(TimeoutError):
         response.read_some(64)
     response.close()
+
+
+# Desync (issue 11, item 1): bytes beyond an answer must never become the next caller's answer.
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nsomeone's reply"
+
+
+@pytest.mark.parametrize("answer", [
+    OK_HEAD + b"Content-Length: 2\r\n\r\nok" + SMUGGLED,  # a Content-Length that under-counts
+    b"HTTP/1.1 204 No Content\r\n\r\n" + SMUGGLED,  # a 204 with a body
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 15\r\n\r\n" + SMUGGLED[-15:] + SMUGGLED,
+    OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" + SMUGGLED,  # after the last chunk
+])
+def test_bytes_after_a_complete_answer_close_the_connection(server, pool, answer):
+    server.answer(answer)
+    server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+    post(pool)
+    assert post(pool)[1] == b"next"
+    assert server.connections == 2
+    assert pool.idle_count == 1
+
+
+def test_bytes_after_a_complete_answer_close_the_connection_over_tls(tmp_path):
+    from tests.support.tls import make_test_ca
+
+    ca = make_test_ca(tmp_path)
+    tls_server = ScriptedServer(ssl_context=ca.server_context())
+    tls_pool = ConnectionPool("https", "127.0.0.1", tls_server.port, ssl_context=ca.client_context())
+    try:
+        tls_server.answer(OK_HEAD + b"Content-Length: 2\r\n\r\nok" + SMUGGLED)
+        tls_server.answer(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+        assert post(tls_pool)[1] == b"ok"
+        assert post(tls_pool)[1] == b"next"
+        assert tls_server.connections == 2
+    finally:
+        tls_pool.close()
+        tls_server.close()
+
+
+@pytest.mark.parametrize("answer", [
+    OK_HEAD + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    OK_HEAD + b"Transfer-Encoding: gzip\r\n\r\nok",
+    OK_HEAD + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+])
+def test_ambiguous_framing_is_a_protocol_error(server, pool, answer):
+    server.answer(answer, close=True)
+    with pytest.raises(ProtocolError, match="Transfer-Encoding"):
+        post(pool)
+    assert pool.idle_count == 0
+
+
+# One deadline for the whole exchange (item 6).
+def test_endless_interim_answers_are_a_protocol_error(server, pool):
+    server.answer(b"HTTP/1.1 100 Continue\r\n\r\n" * 1000 + OK_HEAD + b"Content-Length: 2\r\n\r\nok")
+    with pytest.raises(ProtocolError, match="interim"):
+        post(pool)
+
+
+def test_an_endless_trailer_section_is_a_protocol_error(server, pool):
+    server.answer(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n" + b"X-T: t\r\n" * 1000 + b"\r\n")
+    with pytest.raises(ProtocolError, match="trailer"):
+        post(pool)
+
+
+def test_a_head_dripped_byte_by_byte_is_bounded_by_the_deadline(server, pool):
+    # Every byte arrives well within the per-read timeout; the head as a whole does not.
+    server.answer(OK_HEAD + b"X-Slow: " + b"s" * 400 + b"\r\nContent-Length: 2\r\n\r\nok", drip=0.01)
+    with pytest.raises(TimeoutError):
+        pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=1, deadline=time.monotonic() + 0.3)
+
+
+def test_a_body_dripped_byte_by_byte_is_bounded_by_the_deadline(server, pool):
+    server.answer(OK_HEAD + b"Content-Length: 400\r\n\r\n" + b"x" * 400, drip=0.01)
+    response = pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=5)
+    response.set_deadline(time.monotonic() + 0.3)
+    with pytest.raises(TimeoutError):
+        response.read(1000)
+    response.close()
+
+
+def test_the_head_is_bounded_by_the_timeout_when_no_deadline_is_given(server, pool):
+    server.answer(OK_HEAD + b"X-Slow: " + b"s" * 400 + b"\r\nContent-Length: 2\r\n\r\nok", drip=0.01)
+    with pytest.raises(TimeoutError):
+        pool.request("POST", "/", b"", {}, connect_timeout=2, timeout=0.3)

@@ -11,6 +11,7 @@ from regate.enforcer.decisions import OpaClient
 from tests.support.scripted_server import ScriptedServer
 
 ALLOW = {"allow": True, "status": 200, "reasons": [], "message": "", "role": "team", "upsert_user": False,
+         "upsert_team": False,
          "subject": {"user_id": None, "team_id": "t1", "org_id": None, "end_user_id": None, "email": None}}
 
 
@@ -53,4 +54,36 @@ def test_a_slow_answer_is_a_timeout_and_not_retried(server):
     with pytest.raises(DecisionError) as err:
         client.decide({"request": {}})
     assert err.value.code == "decision_timeout" and len(server.requests) == 1
+    client.close()
+
+
+def test_a_fresh_connection_closed_unanswered_is_not_retried(server):
+    # Only a kept-alive connection may have been closed by OPA while idle; a new one failing is OPA failing.
+    server.answer(b"", close=True)
+    server.answer(answer({"result": ALLOW}))
+    client = OpaClient(f"http://127.0.0.1:{server.port}")
+    with pytest.raises(DecisionError) as err:
+        client.decide({"request": {}})
+    assert err.value.code == "decision_unavailable" and len(server.requests) == 1
+    client.close()
+
+
+def test_the_timeout_bounds_the_whole_decision_retry_included(server):
+    server.answer(answer({"result": ALLOW, "decision_id": "d1"}))
+    server.answer(b"", close=True, delay=0.6)  # the kept-alive connection: closed unanswered, late
+    server.answer(answer({"result": ALLOW, "decision_id": "d2"}), delay=0.6)  # each wait alone is < 1 s
+    client = OpaClient(f"http://127.0.0.1:{server.port}", timeout=1.0)
+    assert client.decide({"request": {}}).decision_id == "d1"
+    with pytest.raises(DecisionError) as err:
+        client.decide({"request": {}})
+    assert err.value.code == "decision_timeout" and len(server.requests) == 3
+    client.close()
+
+
+def test_an_answer_dripped_byte_by_byte_is_bounded_by_the_timeout(server):
+    server.answer(answer({"result": ALLOW}), drip=0.01)  # every byte well within the timeout, the whole not
+    client = OpaClient(f"http://127.0.0.1:{server.port}", timeout=0.5)
+    with pytest.raises(DecisionError) as err:
+        client.decide({"request": {}})
+    assert err.value.code == "decision_timeout"
     client.close()

@@ -170,7 +170,7 @@ def forged(idp):
 
 def test_catalogue_matches_the_expected_table(forged):
     assert {name: f.code for name, f in forged.items()} == EXPECTED_CODES
-    assert set(EXPECTED_CODES.values()) == ERROR_CODES
+    assert set(EXPECTED_CODES.values()) == ERROR_CODES - {"unknown_issuer"}  # test_issuers.py: no JWT_PUBLIC_KEY_URL
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_CODES))
@@ -318,6 +318,22 @@ def test_a_verified_token_is_not_reverified_while_its_key_is_served(fresh_idp, m
     clock.advance(TTL)  # the keyset refetches: new key objects, so the token is verified again
     verifier.verify(token)
     assert len(checks) == 2 and fresh_idp.fetch_count == 2
+
+
+def test_the_verified_token_cache_is_bounded_in_bytes(fresh_idp, monkeypatch):
+    """Tokens run up to 8 KiB: the cache holds as many as its byte budget allows, dropping the oldest."""
+    checks = []
+    original = TokenVerifier._check_signature
+    monkeypatch.setattr(TokenVerifier, "_check_signature",
+                        staticmethod(lambda *args: checks.append(1) or original(*args)))
+    verifier = TokenVerifier(verifier_for(fresh_idp, FakeClock()).settings, cache_bytes=40_000)
+    tokens = [fresh_idp.mint({"pad": f"{i}" * 4000}) for i in range(8)]  # ~5.5 KiB each: ~12 KB cached
+    for token in tokens:
+        verifier.verify(token)
+    verifier.verify(tokens[-1])  # still cached
+    assert len(checks) == 8
+    verifier.verify(tokens[0])  # dropped to stay within 40 KB
+    assert len(checks) == 9
 
 
 def test_a_cached_token_still_expires(idp, verifier):
@@ -552,9 +568,9 @@ def test_outage_keeps_serving_the_last_good_keys(fresh_idp, mode):
         clock.advance(RETRY)
         verifier.verify(token)
         assert fresh_idp.fetch_count == 3
-        # Past the stale limit the old keys are dropped: 503, not 401.
-        assert keyset.settings.stale_limit == 86400.0
-        clock.advance(86400)
+        # Past the stale limit (public_key_ttl + public_key_stale_ttl) the old keys are dropped: 503, not 401.
+        assert keyset.settings.stale_limit == TTL + 3600
+        clock.advance(3600)
         with pytest.raises(KeySetError) as info:
             verifier.verify(token)
         assert info.value.status == 503 and not keyset.healthy()
@@ -571,7 +587,7 @@ def test_no_keys_ever_is_a_keyset_error(fresh_idp, mode):
     with fresh_idp.outage(mode):
         with pytest.raises(KeySetError) as info:
             verifier.verify(token)
-        assert (info.value.code, info.value.status) == ("jwks_unavailable", 503)
+        assert (info.value.code, info.value.status) == ("idp_unavailable", 503)
         assert token not in info.value.message
         with pytest.raises(KeySetError):
             verifier.verify(token)
@@ -621,8 +637,8 @@ def test_settings_from_env():
     assert settings == JwtSettings(jwks_urls=("https://idp.example/jwks",), issuer="https://idp.example",
                                    public_key_ttl=120.0)
     assert settings.audience is None
-    assert settings.stale_limit == 86400.0
-    assert JwtSettings(jwks_urls=("https://a",), public_key_ttl=10_000).stale_limit == 100_000.0
+    assert settings.stale_limit == 120 + 3600.0
+    assert JwtSettings(jwks_urls=("https://a",), public_key_ttl=10_000, public_key_stale_ttl=0).stale_limit == 10_000.0
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from regate.common.errors import RegateError, UnknownModelError, UpstreamError
+from regate.common.errors import BadRequestError, RegateError, UnknownModelError, UpstreamError
 from regate.compiler.model import Deployment
 from regate.enforcer.upstreams import FORWARDED_CLIENT_HEADERS, Upstreams
 from tests.support.mock_openai import Behavior, MockOpenAI
 from tests.support.net import free_port, wait_for_http
+from tests.support.scripted_server import ScriptedServer
 from tests.support.tls import make_test_ca
 
 UPSTREAM_KEY = "sk-upstream-0123456789abcdef"
@@ -332,6 +333,35 @@ def test_upstream_dropping_mid_stream_raises_502(mock):
     assert call.usage is None
 
 
+
+# after the client left (issue 11, item 4) --------------------------------------------------------------------
+def test_drain_reads_on_to_the_usage(mock):
+    with openai_upstreams(mock).open("chat", stream_body(max_tokens=40), request_id="r") as call:
+        call.read_chunk()
+        call.drain(max_bytes=1 << 20)
+    assert call.usage == (4, 40) and mock.last_request.completed
+
+
+def test_drain_stops_at_the_byte_cap(mock):
+    with openai_upstreams(mock).open("chat", stream_body(max_tokens=5000), request_id="r") as call:
+        call.read_chunk()
+        call.drain(max_bytes=20_000)
+        assert call.usage is None and 20_000 / 300 < call.events < 5000
+    assert mock.disconnected.wait(5), "the upstream connection was not closed"
+
+
+def test_drain_gives_up_after_one_stream_wait(mock):
+    stall = threading.Event()
+    mock.push(Behavior(holds={3: stall}))
+    try:
+        with openai_upstreams(mock, stream_timeout=0.3).open("chat", stream_body(), request_id="r") as call:
+            call.read_chunk()
+            call.drain(max_bytes=1 << 20)
+            assert call.usage is None and call.events == 3
+    finally:
+        stall.set()
+
+
 # errors -----------------------------------------------------------------------------------------------------
 def test_upstream_error_status_and_body_pass_through(mock):
     behavior = Behavior.fail(429, "Rate limit reached for gpt-4o", type="requests", code="rate_limit_exceeded",
@@ -490,6 +520,83 @@ def test_unsafe_values_of_allowed_client_headers_are_dropped(mock):
     assert got["openai-beta"] == "assistants=v2"
 
 
+
+# malformed answers (issue 11, item 8) and non-boolean `stream` (item 7) ----------------------------------------
+def scripted_upstreams(server: ScriptedServer, **kw) -> Upstreams:
+    return Upstreams([Deployment("gpt-4o", "openai", "gpt-4o", api_base=f"http://127.0.0.1:{server.port}/v1",
+                                 api_key=UPSTREAM_KEY, **kw)], environ={})
+
+
+@pytest.fixture
+def scripted():
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \xb2\r\n\r\n{}",
+    b"HTTP/1.1 2\xb20 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nx-ratelimit-limit-requests: 1\rSet-Cookie: a=b\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nx-ratelimit-limit-requests: 1\x0b\r\nContent-Length: 2\r\n\r\n{}",
+])
+def test_a_malformed_answer_head_is_502_bad_response(scripted, answer):
+    scripted.answer(answer, close=True)
+    with pytest.raises(UpstreamError) as err:
+        scripted_upstreams(scripted).open("chat", CHAT, request_id="r")
+    assert (err.value.status, err.value.code) == (502, "upstream_bad_response")
+
+
+def test_a_malformed_body_framing_is_502_bad_response(scripted):
+    scripted.answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"2\r\n{}\r\nzz\r\n", close=True)
+    with scripted_upstreams(scripted).open("chat", CHAT, request_id="r") as call:
+        with pytest.raises(UpstreamError) as err:
+            call.read_json()
+    assert (err.value.status, err.value.code) == (502, "upstream_bad_response")
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_deeply_nested_json_from_the_upstream_is_502_bad_response(scripted, status):
+    body = b"[" * 100_000 + b"]" * 100_000
+    scripted.answer(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (status, len(body), body))
+    with scripted_upstreams(scripted).open("chat", CHAT, request_id="r") as call:
+        if status == 200:
+            with pytest.raises(UpstreamError) as err:
+                call.read_json()
+            assert (err.value.status, err.value.code) == (502, "upstream_bad_response")
+        else:
+            assert call.read_json()["error"]["message"] == "the upstream for model 'gpt-4o' answered HTTP 500"
+
+
+def test_deeply_nested_json_in_a_stream_is_passed_on_but_not_read_for_usage(scripted):
+    event = b"data: {\"usage\": {\"x\": " + b"[" * 100_000 + b"]" * 100_000 + b"}}\n\n"
+    scripted.answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(event), event))
+    with scripted_upstreams(scripted).open("chat", stream_body(), request_id="r") as call:
+        assert b"".join(call.iter_chunks()) == event
+    assert call.usage is None
+
+
+@pytest.mark.parametrize("stream", [1, 0, "true", "false", [], {}])
+def test_a_stream_flag_that_is_not_a_boolean_is_400_and_nothing_is_sent(mock, stream):
+    with pytest.raises(BadRequestError) as err:
+        openai_upstreams(mock).open("chat", stream_body(stream=stream), request_id="r")
+    assert err.value.status == 400 and str(err.value) == "`stream` must be true or false"
+    assert mock.requests == []
+
+
+def test_an_event_stream_answer_to_a_plain_request_is_read_for_usage(mock):
+    # A server that streams whatever it was asked: the answer is relayed as a stream, and read as one.
+    mock.push(Behavior(raw_body=b'data: {"choices":[]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3,'
+                                b'"completion_tokens":2}}\n\ndata: [DONE]\n\n', content_type="text/event-stream"))
+    with openai_upstreams(mock).open("chat", CHAT, request_id="r") as call:
+        assert call.is_stream
+        b"".join(call.iter_chunks())
+    assert call.usage == (3, 2)
+
+
 # the standalone stand-in, and cooperative use under gevent ---------------------------------------------------
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -607,3 +714,21 @@ def test_ssl_cert_file_trusts_a_private_ca(tls_mock, local_ca, monkeypatch):
                                       api_key=UPSTREAM_KEY)], environ={})
     with upstreams.open("chat", CHAT, request_id="r") as call:
         assert call.status == 200
+
+
+def test_closing_the_drains_cuts_them_short_and_each_still_records(mock):
+    """At shutdown (gunicorn's worker_exit) a drain waiting on a stalled upstream stops at once, so its
+    spend reaches the writer before the writer flushes."""
+    from regate.enforcer.stream_drains import StreamDrains
+
+    stall = threading.Event()
+    mock.push(Behavior(hold=stall))
+    drains, recorded = StreamDrains(), []
+    try:
+        call = openai_upstreams(mock).open("chat", stream_body(), request_id="r")  # waits 600 s by default
+        call.read_chunk()
+        drains.start(call, lambda: recorded.append(call.events))
+        drains.close(timeout=10)
+        assert recorded == [1]
+    finally:
+        stall.set()

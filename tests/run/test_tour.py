@@ -19,6 +19,10 @@ EXPECTED = [
     ("POST /key/generate", "allow", "-", 200),
     ("POST /v1/chat/completions", "allow", "-", 200),
     ("POST /v1/chat/completions", "allow", "-", 200),
+    ("POST /team/new", "allow", "-", 200),
+    ("POST /v1/chat/completions", "allow", "-", 200),
+    ("POST /v1/chat/completions", "allow", "-", 200),
+    ("POST /v1/chat/completions", "deny", "team_not_granted", 403),
     ("POST /key/generate", "deny", "route_not_allowed", 403),
     ("POST /v1/chat/completions", "deny", "email_domain_not_allowed", 403),
     ("POST /v1/chat/completions", "deny", "missing_credential", 401),
@@ -38,7 +42,7 @@ def test_readme_run_command_tours_the_flows():
     assert rows == EXPECTED, result.stdout
     assert "All decisions as expected." in result.stdout
     spend = re.search(r"\$(\d+\.\d+) over (\d+) calls", result.stdout)
-    assert spend and float(spend.group(1)) > 0 and spend.group(2) == "3", result.stdout
+    assert spend and float(spend.group(1)) > 0 and spend.group(2) == "5", result.stdout
 
 
 def _started_ports(output: str) -> list[int]:

@@ -24,7 +24,11 @@ SCRIPT = textwrap.dedent(
     url, spool = sys.argv[1], sys.argv[2]
     store = Store.from_url(url, default_sqlite_path="/nonexistent/unused.db")
     store.migrate()
-    writer = SpendWriter(store, batch_size=50, flush_interval=0.02, spool_dir=spool)
+    # Which OS threads commit batches: under gevent every greenlet shares the main thread's id.
+    os_thread_id = monkey.get_original("_thread", "get_ident")
+    committers = set()
+    writer = SpendWriter(store, batch_size=50, flush_interval=0.02, spool_dir=spool,
+                         on_commit=lambda records: committers.add(os_thread_id()))
     writer.start()
 
     def request(i):
@@ -38,7 +42,8 @@ SCRIPT = textwrap.dedent(
         "stats": writer.stats(),
         "summary": store.spend_summary("team", "t-gevent"),
         "expected": sum(make_record(f"g-{i}", prompt_tokens=i, completion_tokens=i % 7).spend_nanos for i in range(400)),
-        "worker_is_greenlet": monkey.is_module_patched("threading"),
+        "patched": monkey.is_module_patched("threading"),
+        "committed_off_the_event_loop_thread": bool(committers) and os_thread_id() not in committers,
     }))
     """
 )
@@ -52,6 +57,7 @@ def test_store_and_writer_under_gevent(postgres_cluster: PostgresCluster, tmp_pa
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["worker_is_greenlet"]
+    assert out["patched"]
+    assert out["committed_off_the_event_loop_thread"]  # a real OS thread: a batch never holds the event loop
     assert out["summary"] == {"spend_nanos": out["expected"], "requests": 400}
     assert out["stats"]["written"] == 400 and out["stats"]["spooled"] == 0

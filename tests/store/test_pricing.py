@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 
 from regate.compiler.model import Deployment
-from regate.enforcer.pricing import BUILTIN_PRICES, Prices, cost_nanos, is_priced, quote
+from regate.enforcer.pricing import PRICE_TABLE, Prices, cost_nanos, is_priced, litellm_prices, quote
 
 MILLION = 1_000_000
 
@@ -27,6 +28,9 @@ PUBLISHED = {
     "gpt-4.1-mini": ("0.40", "1.60"),
     "gpt-3.5-turbo": ("0.50", "1.50"),
     "o3-mini": ("1.10", "4.40"),
+    "o1": ("15.00", "60.00"),
+    "o4-mini": ("1.10", "4.40"),
+    "gpt-4.1-nano": ("0.10", "0.40"),
     "text-embedding-3-small": ("0.02", "0"),
     "text-embedding-3-large": ("0.13", "0"),
     "text-embedding-ada-002": ("0.10", "0"),
@@ -34,13 +38,35 @@ PUBLISHED = {
 
 
 @pytest.mark.parametrize("model", sorted(PUBLISHED))
-def test_builtin_table_has_the_published_prices(model):
+def test_litellms_table_has_the_published_prices(model):
     per_million_in, per_million_out = (Decimal(p) for p in PUBLISHED[model])
     assert cost_nanos(model, MILLION, 0) == int(per_million_in * 10**9)
     assert cost_nanos(model, 0, MILLION) == int(per_million_out * 10**9)
     assert quote(_deployment(model), 1, 1) == quote(model, 1, 1)
     assert quote(model, 1, 1).priced and quote(model, 1, 1).source == "builtin"
-    assert all(isinstance(p, Decimal) for p in (BUILTIN_PRICES[model].input_per_token, BUILTIN_PRICES[model].output_per_token))
+    assert all(isinstance(p, Decimal) for p in (litellm_prices()[model].input_per_token, litellm_prices()[model].output_per_token))
+
+
+def test_the_table_is_read_exactly_never_as_floats():
+    # 1.5e-07 as a float is 1.49999999999999993...e-07: a float read would be off in the 24th digit.
+    assert litellm_prices()["gpt-4o-mini"].input_per_token == Decimal("1.5E-7") != Decimal(1.5e-7)
+    table = json.loads(PRICE_TABLE.read_text(), parse_float=Decimal)
+    assert table["about"]["source"].startswith("LiteLLM 1.80.0")  # which release, and how to refresh it
+    assert "scripts/refresh-prices" in table["about"]["refresh"]
+    assert {e["litellm_provider"] for e in table["models"].values()} == {"openai", "text-completion-openai", "azure"}
+
+
+def test_azure_is_priced_by_its_base_model():
+    azure = Deployment(model_name="prod", provider="azure", upstream_model="my-gpt4o-deployment", base_model="azure/gpt-4o")
+    assert quote(azure, MILLION, MILLION) == quote("azure/gpt-4o", MILLION, MILLION)
+    assert cost_nanos(azure, MILLION, 0) == 2_500_000_000
+    bare = Deployment(model_name="prod", provider="azure", upstream_model="d", base_model="gpt-4o-mini-2024-07-18")
+    assert cost_nanos(bare, MILLION, 0) == 165_000_000  # azure/gpt-4o-mini-2024-07-18, Azure's own price
+    named = Deployment(model_name="prod", provider="azure", upstream_model="gpt-4o")  # no base_model: the deployment name
+    assert quote(named, 1, 1) == quote("azure/gpt-4o", 1, 1)
+    configured = Deployment(model_name="prod", provider="azure", upstream_model="d", base_model="azure/gpt-4o",
+                            input_cost_per_token=Decimal("0.000001"))
+    assert cost_nanos(configured, MILLION, 0) == 1_000_000_000  # model_info prices still win
 
 
 def test_gpt_4o_request_to_the_nano():
@@ -58,7 +84,7 @@ def test_a_missing_configured_side_falls_back_to_the_table():
     d = _deployment("gpt-4o", input_cost=Decimal("0.000001"))
     q = quote(d, 1000, 200)
     assert q.nanos == 1_000_000 + 2_000_000  # 1000 * 1e-6 configured + 200 * 1e-5 built in
-    assert q.priced and q.source == "builtin+config"
+    assert q.priced and q.source == "builtin+config"  # "builtin": LiteLLM's table shipped with regate
 
 
 def test_unknown_models_are_unpriced_and_say_so():

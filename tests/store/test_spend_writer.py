@@ -208,7 +208,9 @@ def test_an_idle_writer_replays_its_own_spool(store: Store, tmp_path):
     assert writer.stats()["spooled"] == 4
     writer.start()
     wait_for(lambda: store.spend_summary("team", "t-idle")["requests"] == 5, what="spooled records replayed")
-    assert writer.stats()["replayed"] == 4  # by the running worker, before any close()
+    # By the running worker (its own thread), before any close(); it counts a replay once the rows
+    # are committed and the spool file is gone, a moment after they show, so the counter is polled too.
+    wait_for(lambda: writer.stats()["replayed"] == 4, what="the replay counted")
     writer.close(timeout=5)
     assert_stored_exactly(store, batch, "t-idle")
     assert spool_files(spool) == []

@@ -44,6 +44,25 @@ def test_migrated_schema_matches_the_query_tables(store: Store):
         assert inspector.get_pk_constraint(table.name)["constrained_columns"] == [c.name for c in table.primary_key.columns]
 
 
+def test_v002_keeps_the_rows_of_a_version_1_database_as_reported_usage(open_store):
+    from regate.enforcer.migrations import v001_initial
+
+    s = open_store()
+    with s.engine.begin() as conn:  # a database as regate 1 left it, with a spend row
+        v001_initial.apply(conn)
+        migrations.schema_version.create(conn)
+        conn.execute(sa.insert(migrations.schema_version).values(version=1, name=v001_initial.NAME,
+                                                                 applied_at=datetime(2025, 1, 1)))
+        row = {c: v for c, v in make_record("old-row").__dict__.items() if c != "usage_estimated"}
+        conn.execute(sa.insert(sa.table("spend_logs", *(sa.column(c) for c in row))).values(row))
+    assert s.migrate() == [2, 3, 4]
+    [logged] = s.spend_logs()
+    assert logged["request_id"] == "old-row" and logged["usage_estimated"] is False
+    s.record_spend([make_record("estimated-row", usage_estimated=True)])
+    assert {r["request_id"]: r["usage_estimated"] for r in s.spend_logs()} == {"old-row": False,
+                                                                                "estimated-row": True}
+
+
 def test_a_newer_schema_is_refused(store: Store):
     with store.engine.begin() as conn:
         conn.execute(sa.insert(migrations.schema_version).values(version=999, name="from the future", applied_at=datetime(2030, 1, 1)))

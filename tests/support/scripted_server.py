@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Script:
+    data: bytes
+    close: bool = False  # close the connection after sending
+    delay: float = 0.0  # seconds to wait before sending
+    drip: float = 0.0  # send one byte at a time, this many seconds apart
 
 
 class ScriptedServer:
-    """Reads each request (head and Content-Length body) and answers with the next script:
-    (bytes to send, whether to close the connection afterwards)."""
+    """Reads each request (head and Content-Length body) and answers with the next script, or when
+    none is queued, with `respond(request bytes)`. With `ssl_context` (a server context) it speaks TLS."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None,
+                 respond: Callable[[bytes], bytes] | None = None) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self.scripts: deque[tuple[bytes, bool]] = deque()
+        self.scripts: deque[Script] = deque()
         self.requests: list[bytes] = []
         self.connections = 0
+        self._ssl_context = ssl_context
+        self._respond = respond
         self._open: list[socket.socket] = []
+        self._stopping = threading.Event()  # cuts delays and drips short at close()
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def answer(self, data: bytes, *, close: bool = False) -> None:
-        self.scripts.append((data, close))
+    def answer(self, data: bytes, *, close: bool = False, delay: float = 0.0, drip: float = 0.0) -> None:
+        self.scripts.append(Script(data, close, delay, drip))
 
     def close_idle_connections(self) -> None:
         for conn in self._open:
@@ -31,6 +46,7 @@ class ScriptedServer:
                 pass
 
     def close(self) -> None:
+        self._stopping.set()
         self._listener.close()
         self.close_idle_connections()
 
@@ -45,8 +61,11 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
         try:
+            if self._ssl_context is not None:
+                conn = self._ssl_context.wrap_socket(conn, server_side=True)
+                self._open.append(conn)
+            reader = conn.makefile("rb")
             while True:
                 head = b""
                 while not head.endswith(b"\r\n\r\n"):
@@ -56,13 +75,22 @@ class ScriptedServer:
                     head += line
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + reader.read(length))
-                data, close = self.scripts.popleft()
-                conn.sendall(data)
-                if close:
+                request = head + reader.read(length)
+                self.requests.append(request)
+                script = self.scripts.popleft() if self.scripts or not self._respond else Script(self._respond(request))
+                if self._stopping.wait(script.delay):
+                    return
+                if script.drip:
+                    for i in range(len(script.data)):
+                        conn.sendall(script.data[i:i + 1])
+                        if self._stopping.wait(script.drip):
+                            return
+                else:
+                    conn.sendall(script.data)
+                if script.close:
                     conn.shutdown(socket.SHUT_RDWR)
                     return
-        except OSError:
+        except (OSError, ValueError):
             return
         finally:
             conn.close()

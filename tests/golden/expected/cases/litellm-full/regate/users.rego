@@ -14,7 +14,7 @@ import data.regate.roles
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 upsert := false
 
-# general_settings.litellm_jwtauth.user_id_jwt_field (litellm-full.yaml:48): existence is checked when users are named by a claim
+# general_settings.litellm_jwtauth.user_id_jwt_field (litellm-full.yaml:60): existence is checked when users are named by a claim
 # (or created on first use), not when the id only comes from the email.
 checked_by_config := true
 

@@ -17,6 +17,7 @@ test_master_key_may_call_any_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # no credential, no access
@@ -27,6 +28,18 @@ test_missing_credential_is_401 if {
 	d.status == 401
 	d.reasons[0] == "missing_credential"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# a key with neither a team nor a user
+test_virtual_key_without_owner_has_no_role if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": null, "org_id": null, "models": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "no_role"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -37,6 +50,7 @@ test_non_canonical_path_dot_segments_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -47,6 +61,7 @@ test_non_canonical_path_empty_segment_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -57,6 +72,7 @@ test_non_canonical_path_trailing_slash_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # paths are compared only in canonical form
@@ -67,6 +83,18 @@ test_non_canonical_path_escaped_slash_is_400 if {
 	d.status == 400
 	d.reasons[0] == "path_not_canonical"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.public_allowed_routes (default)
+test_public_route_root_needs_no_credential if {
+	d := authz.decision with input as {"request": {"method": "GET", "path": "/"}, "credential": {"type": "none"}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_allowed_routes (nested-claims.yaml:11)
@@ -77,6 +105,7 @@ test_admin_may_call_key_generate if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_allowed_routes (nested-claims.yaml:11)
@@ -87,6 +116,7 @@ test_admin_may_not_call_v1_chat_completions if {
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_allowed_routes (nested-claims.yaml:11): /key/{key_id}/regenerate
@@ -97,6 +127,7 @@ test_admin_may_call_template_key_key_id_regenerate if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_jwt_scope (nested-claims.yaml:5)
@@ -107,6 +138,7 @@ test_admin_scope_as_list if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.admin_jwt_scope (nested-claims.yaml:5)
@@ -117,6 +149,7 @@ test_admin_scope_in_scp if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # admins are not team tokens
@@ -127,6 +160,7 @@ test_admin_with_blocked_team_is_not_blocked if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # no admin scope, no team id, no user id
@@ -137,55 +171,61 @@ test_token_without_role_is_403 if {
 	d.status == 403
 	d.reasons[0] == "no_role"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_allowed_routes (nested-claims.yaml:13)
 test_team_may_call_v1_chat_completions if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_allowed_routes (nested-claims.yaml:13)
 test_team_may_not_call_chat_completions if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_allowed_routes (nested-claims.yaml:13): /v1/models/{model}
 test_team_may_call_template_v1_models_model if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/models/x1"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/models/x1"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # data.regate_state.blocked_teams
 test_blocked_team_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-blocked"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-blocked"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "team_blocked"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # blocked teams cannot be checked before the state is loaded
 test_team_refused_until_state_loaded if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 	d.allow == false
 	d.status == 503
 	d.reasons[0] == "state_unavailable"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_routes (nested-claims.yaml:16)
@@ -196,6 +236,7 @@ test_user_may_call_v1_models if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_routes (nested-claims.yaml:16)
@@ -206,6 +247,7 @@ test_user_may_not_call_v1_chat_completions if {
 	d.status == 403
 	d.reasons[0] == "route_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # scope must be a string or a list of strings
@@ -216,6 +258,7 @@ test_scope_of_wrong_type_is_401 if {
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.team_id_jwt_field (nested-claims.yaml:6)
@@ -226,141 +269,268 @@ test_team_id_of_wrong_type_is_401 if {
 	d.status == 401
 	d.reasons[0] == "invalid_claims"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_in_allowed_domain if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_domain_is_case_insensitive if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@ENG.EXAMPLE.COM"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@ENG.EXAMPLE.COM"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_in_other_domain_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@other.invalid"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@other.invalid"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_with_two_at_signs_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "a@b@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "a@b@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_email_subdomain_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@sub.eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@sub.eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_missing_email_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
 test_unverified_email_is_403 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": false}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": false}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "email_domain_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_true_is_allowed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": true}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_string_false_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": "false"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_string_true_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": "true"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_zero_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": 0}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_email_domain (nested-claims.yaml:10)
+test_email_verified_null_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "email_verified": null}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "email_domain_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 test_known_user_is_allowed if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_id_upsert (default)
 test_unknown_user_is_401 if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": false}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "user_not_found"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # facts count only for the user id the policy derives
 test_user_facts_for_another_user_do_not_count if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "someone-else", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "someone-else", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 401
 	d.reasons[0] == "user_not_found"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /team/new models
 test_team_may_use_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "team_id": "team-a", "team_models": ["model-a"]}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == true
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
 }
 
 # /team/new models
 test_team_limited_to_its_models if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "team_id": "team-a", "team_models": ["model-a"]}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": ["model-a"]}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
-# facts count only for the team id the policy derives
-test_team_models_for_another_team_fail_closed if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "team_id": "someone-else", "team_models": ["model-a"]}}
+# /team/new models
+test_team_with_no_models_may_use_every_model if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# x-litellm-team-id selects one of the credential's teams
+test_team_header_naming_the_tokens_team if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# x-litellm-team-id selects one of the credential's teams
+test_team_header_naming_another_team_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 	d.allow == false
 	d.status == 403
-	d.reasons[0] == "model_not_allowed"
+	d.reasons[0] == "team_not_granted"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# x-litellm-team-id selects one of the credential's teams
+test_team_header_by_unique_alias if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# an alias two teams share selects neither
+test_team_header_by_ambiguous_alias_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "Team A"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a", "team-z"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# the master key grants no team
+test_team_header_with_master_key_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-a"}, "credential": {"type": "master_key"}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_id_upsert as if true, users named by a claim; general_settings.litellm_jwtauth.user_id_upsert (default)
 test_if_user_id_upsert_known_user_is_allowed if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 		with data.regate.users.checked_by_config as true
 		with data.regate.users.upsert as true
@@ -368,11 +538,12 @@ test_if_user_id_upsert_known_user_is_allowed if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # general_settings.litellm_jwtauth.user_id_upsert as if true, users named by a claim; general_settings.litellm_jwtauth.user_id_upsert (default)
 test_if_user_id_upsert_unknown_user_is_upserted if {
-	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": false}}
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": false, "teams": {"team-a": []}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
 		with data.regate.users.checked_by_config as true
 		with data.regate.users.upsert as true
@@ -380,9 +551,259 @@ test_if_user_id_upsert_unknown_user_is_upserted if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == true
+	d.upsert_team == false
 }
 
-# general_settings.enable_jwt_auth as if false; general_settings.enable_jwt_auth (nested-claims.yaml:3)
+# general_settings.litellm_jwtauth.team_id_upsert as if true; general_settings.litellm_jwtauth.team_id_upsert (default)
+test_if_team_id_upsert_unknown_team_is_upserted if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.teams.upsert as true
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == true
+	d.subject.team_id == "team-a"
+}
+
+# general_settings.litellm_jwtauth.enforce_team_based_model_access as if true, without team_id_upsert and team_id_default; a team not in the store grants nothing
+test_if_team_model_access_enforced_unknown_team_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.teams.enforce_models as true
+		with data.regate.teams.upsert as false
+		with data.regate.teams.default_team as null
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_found"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.enforce_team_based_model_access as if true, without team_id_upsert and team_id_default; a token that names no team
+test_if_team_model_access_enforced_token_without_team_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.teams.enforce_models as true
+		with data.regate.teams.upsert as false
+		with data.regate.teams.default_team as null
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_found"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.team_id_default as if team-default; general_settings.litellm_jwtauth.team_id_default (default)
+test_if_team_id_default_token_without_team_claim_runs_as_the_default_team if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-default": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.teams.default_team as "team-default"
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-default"
+}
+
+# general_settings.litellm_jwtauth.team_alias_jwt_field as if team_alias; general_settings.litellm_jwtauth.team_alias_jwt_field (default)
+test_if_team_alias_claim_team_alias_claim_resolves_to_its_team if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "team_alias": "Team A"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "team_aliases": {"Team A": ["team-a"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.identity._team_alias_value as "Team A"
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# general_settings.litellm_jwtauth.team_ids_jwt_field as if groups; a blocked team does not block the token's other teams
+test_if_team_list_claim_team_list_skips_a_blocked_first_team if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "groups": ["team-blocked", "team-c"]}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": [], "team-c": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.identity._team_ids_value as ["team-blocked", "team-c"]
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-c"
+}
+
+# general_settings.litellm_jwtauth.org_alias_jwt_field as if org_alias; an alias that one organization has
+test_if_org_alias_claim_org_alias_claim_names_its_organization if {
+	value := data.regate.identity.org_id with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "org_alias": "Org A"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "org_aliases": {"Org A": ["org-1"]}}}
+		with data.regate.identity._org_alias_value as "Org A"
+	value == "org-1"
+}
+
+# general_settings.litellm_jwtauth.role_mappings as if {'regate-test-admin': ['proxy_admin'], 'regate-test-team': ['team'], 'regate-test-user': ['internal_user']}; a role mapped to proxy_admin
+test_if_roles_mapped_mapped_proxy_admin_role_is_admin if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"roles": ["regate-test-admin"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.identity._role_mappings as {"regate-test-admin": ["proxy_admin"], "regate-test-team": ["team"], "regate-test-user": ["internal_user"]}
+		with data.regate.identity._roles_value as ["regate-test-admin"]
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.role_mappings as if {'regate-test-admin': ['proxy_admin'], 'regate-test-team': ['team'], 'regate-test-user': ['internal_user']}; a role mapped to team, as a space-separated string
+test_if_roles_mapped_mapped_team_role_runs_as_the_object_id_team if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "roles": "openid regate-test-team", "oid": "team-a"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.identity._role_mappings as {"regate-test-admin": ["proxy_admin"], "regate-test-team": ["team"], "regate-test-user": ["internal_user"]}
+		with data.regate.identity._roles_value as "openid regate-test-team"
+		with data.regate.identity._object_id_value as "team-a"
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# general_settings.litellm_jwtauth.role_mappings as if {'regate-test-admin': ['proxy_admin'], 'regate-test-team': ['team'], 'regate-test-user': ['internal_user']}; a role mapped to internal_user names its user
+test_if_roles_mapped_mapped_user_role_is_the_object_id_user if {
+	value := data.regate.identity.user_id with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"roles": ["regate-test-user"], "oid": "user-object-1"}}}
+		with data.regate.identity._role_mappings as {"regate-test-admin": ["proxy_admin"], "regate-test-team": ["team"], "regate-test-user": ["internal_user"]}
+		with data.regate.identity._roles_value as ["regate-test-user"]
+		with data.regate.identity._object_id_value as "user-object-1"
+	value == "user-object-1"
+}
+
+# general_settings.litellm_jwtauth.roles_jwt_field as if roles; roles without role_mappings
+test_if_roles_claim_unmapped_roles_map_to_nothing if {
+	value := data.regate.identity.mapped_roles with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"roles": ["regate-test-admin"]}}}
+		with data.regate.identity._roles_value as ["regate-test-admin"]
+	value == set()
+}
+
+# general_settings.litellm_jwtauth.user_allowed_roles as if [regate-test-user]; general_settings.litellm_jwtauth.user_allowed_roles (default)
+test_if_user_allowed_roles_token_with_an_allowed_user_role if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "user_roles": ["regate-test-user"], "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.roles.user_allowed_roles as {"regate-test-user"}
+		with data.regate.identity._user_roles_value as ["regate-test-user"]
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_roles as if [regate-test-user]; general_settings.litellm_jwtauth.user_allowed_roles (default)
+test_if_user_allowed_roles_token_without_an_allowed_user_role_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "user_roles": ["regate-test-other-role"], "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.roles.user_allowed_roles as {"regate-test-user"}
+		with data.regate.identity._user_roles_value as ["regate-test-other-role"]
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "role_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.user_allowed_roles as if [regate-test-user]; general_settings.litellm_jwtauth.user_allowed_roles (default)
+test_if_user_allowed_roles_token_without_user_roles_is_403 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "user_roles": null, "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.roles.user_allowed_roles as {"regate-test-user"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "role_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.role_permissions as if team: [model-a]; role_permissions models
+test_if_role_models_team_role_limited_to_its_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.models._role_models as {"team": ["model-a"]}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.enforce_scope_based_access as if true, with the config's (no) scope mappings; no scope maps to a model
+test_if_scopes_enforced_token_without_mapped_scope_may_use_no_model if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "scope": "openid"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.models.enforce_scopes as true
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# as if tokens named a user by a claim, and no team, and users might call /v1/chat/completions; /user/new max_budget: a token without a team spends its user's budget
+test_if_user_token_user_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "budgets": {"user": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null, "id": "user-1"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.teams.enforce_models as false
+		with data.regate.teams.default_team as null
+		with data.regate.users.checked_by_config as false
+		with data.regate.email_domains.enabled as false
+		with data.regate.tables.routes.internal_user.exact as {"/v1/chat/completions": true}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# as if tokens named a user by a claim, and no team, and users might call /v1/chat/completions; user budget facts count only for the user the policy derives
+test_if_user_token_user_budget_facts_of_another_user_fail_closed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"sub": "user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "budgets": {"user": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.teams.enforce_models as false
+		with data.regate.teams.default_team as null
+		with data.regate.users.checked_by_config as false
+		with data.regate.email_domains.enabled as false
+		with data.regate.tables.routes.internal_user.exact as {"/v1/chat/completions": true}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.end_user_id_jwt_field as if end_user_claim; /customer/new max_budget: the end user's own budget
+test_if_end_user_claim_end_user_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "end_user_claim": "end-user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "budgets": {"end_user": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": "2026-12-31T00:00:00Z", "id": "end-user-1"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.identity._end_user_id_value as "end-user-1"
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.litellm_jwtauth.end_user_id_jwt_field as if end_user_claim; end-user budget facts count only for the end user the policy derives
+test_if_end_user_claim_end_user_budget_facts_of_another_end_user_fail_closed if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}, "end_user_claim": "end-user-1"}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "budgets": {"end_user": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null, "id": "someone-else"}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+		with data.regate.identity._end_user_id_value as "end-user-1"
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# general_settings.enable_jwt_auth as if false; general_settings.enable_jwt_auth (default)
 test_if_jwt_auth_disabled_jwt_refused_when_jwt_auth_disabled if {
 	d := authz.decision with input as {"request": {"method": "POST", "path": "/key/generate"}, "credential": {"type": "jwt", "claims": {"scope": "openid regate.admin", "profile": {"email": "dev@eng.example.com"}}}}
 		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
@@ -391,6 +812,7 @@ test_if_jwt_auth_disabled_jwt_refused_when_jwt_auth_disabled if {
 	d.status == 401
 	d.reasons[0] == "jwt_auth_disabled"
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # a key with a team takes the team role
@@ -401,6 +823,7 @@ test_virtual_key_of_team_may_call_team_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # /key/generate models
@@ -411,6 +834,18 @@ test_virtual_key_limited_to_its_models if {
 	d.status == 403
 	d.reasons[0] == "model_not_allowed"
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/update models bound the team's keys too
+test_virtual_key_held_to_its_team_models if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-a"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": ["model-b"]}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # a key without a team takes the internal_user role
@@ -421,44 +856,172 @@ test_virtual_key_of_user_may_call_user_route if {
 	d.status == 200
 	d.reasons == []
 	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /key/generate max_budget: spend that reached the budget stops the key
+test_key_over_its_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /key/generate max_budget: spend that reached the budget stops the key
+test_key_under_its_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/new max_budget: a team's key spends the team's budget
+test_team_key_over_team_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# /team/new max_budget: a team's key spends the team's budget
+test_team_key_under_team_budget_may_spend if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 4999999, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# only the budget of the team the request runs as applies
+test_budget_facts_of_another_team_do_not_count if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"teams": {"someone-else": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == true
+	d.status == 200
+	d.reasons == []
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# budget_exceeded comes after every access check
+test_team_not_granted_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "requested_team": "team-other"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": []}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_not_granted"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# budget_exceeded comes after every access check
+test_model_refusal_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions", "model": "model-b"}, "credential": {"type": "virtual_key", "key": {"user_id": null, "team_id": "team-a", "org_id": null, "models": ["model-a"]}}, "facts": {"teams": {"team-a": []}, "budgets": {"key": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}, "teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "model_not_allowed"
+	d.upsert_user == false
+	d.upsert_team == false
+}
+
+# /team/new max_budget: a team token spends its team's budget
+test_team_token_over_team_budget_is_400 if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}, "budgets": {"teams": {"team-a": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 400
+	d.reasons[0] == "budget_exceeded"
+	d.upsert_user == false
+	d.upsert_team == false
+	d.subject.team_id == "team-a"
+}
+
+# budget_exceeded comes after every access check
+test_blocked_team_comes_before_the_budget if {
+	d := authz.decision with input as {"request": {"method": "POST", "path": "/v1/chat/completions"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-blocked"}, "sub": "user-1", "profile": {"email": "dev@eng.example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-blocked": []}, "budgets": {"teams": {"team-blocked": {"spend_nanos": 5000000, "max_budget_nanos": 5000000, "reset_at": null}}}}}
+		with data.regate_state as {"blocked_teams": {"team-blocked": true}, "sync_id": "test"}
+	d.allow == false
+	d.status == 403
+	d.reasons[0] == "team_blocked"
+	d.upsert_user == false
+	d.upsert_team == false
 }
 
 # the claims named by the *_jwt_field settings
 test_subject_of_a_token if {
-	value := data.regate.identity.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}}}}
+	value := data.regate.authz.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
 	value == {"user_id": "user-1", "team_id": "team-a", "org_id": "org-1", "end_user_id": null, "email": "dev@example.com"}
 }
 
 # general_settings.litellm_jwtauth.user_id_jwt_field (nested-claims.yaml:7): else the email
 test_subject_without_user_claim_is_the_email if {
-	value := data.regate.identity.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}}}}
+	value := data.regate.authz.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}}}, "facts": {"user_id": "dev@example.com", "user_exists": true, "teams": {"team-a": []}}}
 	value == {"user_id": "dev@example.com", "team_id": "team-a", "org_id": "org-1", "end_user_id": null, "email": "dev@example.com"}
 }
 
-# the unset claim fields as if ['email_claim', 'end_user_claim', 'org_claim', 'user_claim']; every claim field read
+# the unset claim fields as if ['email_claim', 'end_user_claim', 'org_claim', 'user_claim']; the claims named by the *_jwt_field settings
 test_if_every_claim_field_set_subject_of_a_token if {
-	value := data.regate.identity.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "end_user_claim": "customer-1", "profile": {"email": "dev@example.com"}}}}
-		with data.regate.identity._end_user_field as {"name": "end_user_claim", "path": ["end_user_claim"]}
+	value := data.regate.authz.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "end_user_claim": "customer-1", "profile": {"email": "dev@example.com"}}}, "facts": {"user_id": "user-1", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate.identity._end_user_id_value as "customer-1"
 	value == {"user_id": "user-1", "team_id": "team-a", "org_id": "org-1", "end_user_id": "customer-1", "email": "dev@example.com"}
 }
 
 # the unset claim fields as if ['email_claim', 'end_user_claim', 'org_claim', 'user_claim']; general_settings.litellm_jwtauth.user_id_jwt_field (nested-claims.yaml:7): else the email
 test_if_every_claim_field_set_subject_without_user_claim_is_the_email if {
-	value := data.regate.identity.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "https://example": {"com/claims/org": "org-1"}, "end_user_claim": "customer-1", "profile": {"email": "dev@example.com"}}}}
-		with data.regate.identity._end_user_field as {"name": "end_user_claim", "path": ["end_user_claim"]}
+	value := data.regate.authz.subject with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "https://example": {"com/claims/org": "org-1"}, "end_user_claim": "customer-1", "profile": {"email": "dev@example.com"}}}, "facts": {"user_id": "dev@example.com", "user_exists": true, "teams": {"team-a": []}}}
+		with data.regate.identity._end_user_id_value as "customer-1"
 	value == {"user_id": "dev@example.com", "team_id": "team-a", "org_id": "org-1", "end_user_id": "customer-1", "email": "dev@example.com"}
 }
 
 # a virtual key is its stored owner
 test_subject_of_a_virtual_key if {
-	value := data.regate.identity.subject with input as {"request": {"method": "GET", "path": "/v1/models"}, "credential": {"type": "virtual_key", "key": {"user_id": "user-1", "team_id": "team-a", "org_id": "org-1", "models": []}}}
+	value := data.regate.authz.subject with input as {"request": {"method": "GET", "path": "/v1/models"}, "credential": {"type": "virtual_key", "key": {"user_id": "user-1", "team_id": "team-a", "org_id": "org-1", "models": []}}, "facts": {"teams": {"team-a": []}}}
 	value == {"user_id": "user-1", "team_id": "team-a", "org_id": "org-1", "end_user_id": null, "email": null}
+}
+
+# general_settings.litellm_jwtauth.team_id_jwt_field (nested-claims.yaml:6)
+test_claim_team_field_by_its_literal_name if {
+	value := data.regate.identity._team_id_value with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access.team": "id-1"}}}
+	value == "id-1"
+}
+
+# general_settings.litellm_jwtauth.org_id_jwt_field (nested-claims.yaml:8)
+test_claim_org_field_by_its_literal_name if {
+	value := data.regate.identity._org_id_value with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"https://example.com/claims/org": "id-1"}}}
+	value == "id-1"
+}
+
+# general_settings.litellm_jwtauth.user_email_jwt_field (nested-claims.yaml:9)
+test_claim_email_field_by_its_literal_name if {
+	value := data.regate.identity._email_value with input as {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"profile.email": "id-1"}}}
+	value == "id-1"
 }
 
 # decision_logs.mask_decision: /regate/system/log/mask
 test_decision_log_keeps_only_id_claims if {
-	value := data.regate.system.log.mask with input as {"input": {"request": {"method": "POST", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}, "name": "Dev One", "groups": ["admins"]}}}, "result": {"allow": true, "subject": {"email": "dev@example.com"}}}
-	value == {{"op": "remove", "path": "/result/subject/email"}, {"op": "upsert", "path": "/input/credential/claims", "value": {"https://example": {"com/claims/org": "org-1"}, "realm_access": {"team": "team-a"}, "sub": "user-1"}}}
+	value := data.regate.system.log.mask with input as {"input": {"request": {"method": "GET", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"name": "Dev One", "iss": "https://idp.invalid", "scope": "openid profile", "realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}}}}, "result": {"allow": true, "subject": {"user_id": "user-1", "email": "dev@example.com"}}}
+	value == {{"op": "remove", "path": "/result/subject/email"}, {"op": "upsert", "path": "/input/credential/claims", "value": {"https://example": {"com/claims/org": "org-1"}, "iss": "https://idp.invalid", "realm_access": {"team": "team-a"}, "sub": "user-1"}}}
+}
+
+# decision_logs.mask_decision: /regate/system/log/mask
+test_decision_log_keeps_the_email_that_is_the_user_id if {
+	value := data.regate.system.log.mask with input as {"input": {"request": {"method": "GET", "path": "/v1/models"}, "credential": {"type": "jwt", "claims": {"name": "Dev One", "iss": "https://idp.invalid", "scope": "openid profile", "realm_access": {"team": "team-a"}, "sub": "user-1", "https://example": {"com/claims/org": "org-1"}, "profile": {"email": "dev@example.com"}}}}, "result": {"allow": true, "subject": {"user_id": "dev@example.com", "email": "dev@example.com"}}}
+	value == {{"op": "upsert", "path": "/input/credential/claims", "value": {"https://example": {"com/claims/org": "org-1"}, "iss": "https://idp.invalid", "profile": {"email": "dev@example.com"}, "realm_access": {"team": "team-a"}, "sub": "user-1"}}}
 }
 
 # decision_logs.mask_decision: /regate/system/log/mask

@@ -11,10 +11,10 @@ package regate.users
 import data.regate.identity
 import data.regate.roles
 
-# general_settings.litellm_jwtauth.user_id_upsert (regate.yaml:38)
+# general_settings.litellm_jwtauth.user_id_upsert (regate.yaml:41)
 upsert := true
 
-# general_settings.litellm_jwtauth.user_id_jwt_field (regate.yaml:35): existence is checked when users are named by a claim
+# general_settings.litellm_jwtauth.user_id_jwt_field (regate.yaml:38): existence is checked when users are named by a claim
 # (or created on first use), not when the id only comes from the email.
 checked_by_config := true
 

@@ -8,27 +8,36 @@
 package regate.authz
 
 import data.regate.blocked_teams
+import data.regate.budgets
 import data.regate.email_domains
 import data.regate.identity
+import data.regate.models
 import data.regate.roles
 import data.regate.routes
+import data.regate.teams
 import data.regate.users
 
 # general_settings.enable_jwt_auth (public-key-ttl.yaml:4)
 jwt_enabled := true
 
+# The budget comes last: a request refused for who it is, its team or its model is never
+# reported as over budget.
 reason_order := [
 	"missing_credential",
 	"jwt_auth_disabled",
 	"invalid_claims",
 	"path_not_canonical",
 	"no_role",
+	"role_not_allowed",
+	"team_not_granted",
 	"email_domain_not_allowed",
+	"team_not_found",
 	"team_blocked",
 	"state_unavailable",
 	"route_not_allowed",
 	"model_not_allowed",
 	"user_not_found",
+	"budget_exceeded",
 ]
 
 # 401: who are you?  403: you may not.  400: malformed request.  503: cannot decide now.
@@ -38,19 +47,23 @@ reason_status := {
 	"invalid_claims": 401,
 	"path_not_canonical": 400,
 	"no_role": 403,
+	"role_not_allowed": 403,
+	"team_not_granted": 403,
 	"email_domain_not_allowed": 403,
+	"team_not_found": 403,
 	"team_blocked": 403,
 	"state_unavailable": 503,
 	"route_not_allowed": 403,
 	"model_not_allowed": 403,
 	"user_not_found": 401,
+	"budget_exceeded": 400, # LiteLLM's status (and error type budget_exceeded) for an exceeded budget
 }
 
 # METADATA
 # title: Decision
 # description: >-
-#   {"allow", "status", "reasons", "message", "role", "subject", "upsert_user"};
-#   defined for every input.
+#   {"allow", "status", "reasons", "message", "role", "subject", "upsert_user",
+#   "upsert_team"}; defined for every input.
 # entrypoint: true
 decision := {
 	"allow": allow,
@@ -58,8 +71,9 @@ decision := {
 	"reasons": reasons,
 	"message": message,
 	"role": roles.role,
-	"subject": identity.subject,
+	"subject": subject,
 	"upsert_user": upsert_user,
+	"upsert_team": upsert_team,
 }
 
 reasons := [code | some code in reason_order; denials[code]]
@@ -83,8 +97,41 @@ upsert_user if {
 	users.upsert_user
 }
 
-# A caller that is not identified is judged on nothing else.
-denials := _credential_denials if {
+# Create the record of the team the request runs as (team_id_upsert).
+default upsert_team := false
+
+upsert_team if {
+	allow
+	roles.role == "team"
+	teams.upserts_selected
+}
+
+# Who the request is attributed to; only team requests run as a team.
+subject := {
+	"user_id": identity.user_id,
+	"team_id": _team_id,
+	"org_id": identity.org_id,
+	"end_user_id": identity.end_user_id,
+	"email": identity.email,
+}
+
+default _team_id := null
+
+_team_id := teams.selected if roles.role == "team"
+
+# METADATA
+# title: Public route
+# description: >-
+#   A route in public_allowed_routes is open to every caller, with or without a
+#   credential: no other check judges it (data.regate.routes.public).
+# custom:
+#   check: public_route
+#   stage: public
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.public_allowed_routes", "file": "public-key-ttl.yaml", "line": null}
+denials := {} if {
+	routes.public
+} else := _credential_denials if {
 	count(_credential_denials) > 0
 } else := _access_denials
 
@@ -120,10 +167,6 @@ _credential_denials["jwt_auth_disabled"] := "JWT authentication is disabled (gen
 #   stage: credential
 #   config:
 #     - {"key": "general_settings.litellm_jwtauth.team_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
-#     - {"key": "general_settings.litellm_jwtauth.user_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
-#     - {"key": "general_settings.litellm_jwtauth.org_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
-#     - {"key": "general_settings.litellm_jwtauth.end_user_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
-#     - {"key": "general_settings.litellm_jwtauth.user_email_jwt_field", "file": "public-key-ttl.yaml", "line": null}
 _credential_denials["invalid_claims"] := sprintf("malformed claims: %s", [concat(", ", sort(identity.invalid_claims))]) if {
 	count(identity.invalid_claims) > 0
 }
@@ -146,9 +189,26 @@ _access_denials["path_not_canonical"] := "request path is not canonical" if not 
 #   config:
 #     - {"key": "general_settings.litellm_jwtauth.admin_jwt_scope", "file": "public-key-ttl.yaml", "line": 6}
 #     - {"key": "general_settings.litellm_jwtauth.team_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
-#     - {"key": "general_settings.litellm_jwtauth.user_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
-#     - {"key": "general_settings.litellm_jwtauth.user_email_jwt_field", "file": "public-key-ttl.yaml", "line": null}
 _access_denials["no_role"] := "token has no admin scope, no team id and no user id" if roles.role == null
+
+# METADATA
+# title: Role not allowed
+# description: A non-admin token must carry one of user_allowed_roles in its user roles claim.
+# custom:
+#   reason: role_not_allowed
+#   stage: access
+#   config: []
+_access_denials["role_not_allowed"] := roles.not_allowed
+
+# METADATA
+# title: Team not granted
+# description: The x-litellm-team-id header must name one of the credential's teams (data.regate.teams).
+# custom:
+#   reason: team_not_granted
+#   stage: access
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.team_id_jwt_field", "file": "public-key-ttl.yaml", "line": null}
+_access_denials["team_not_granted"] := teams.not_granted
 
 # METADATA
 # title: Email domain not allowed
@@ -167,13 +227,26 @@ _access_denials["email_domain_not_allowed"] := "email is not in an allowed domai
 }
 
 # METADATA
+# title: Team not found
+# description: >-
+#   With enforce_team_based_model_access, the team a token runs as must be in the
+#   store (input.facts.teams).
+# custom:
+#   reason: team_not_found
+#   stage: access
+#   config:
+#     - {"key": "general_settings.litellm_jwtauth.enforce_team_based_model_access", "file": "public-key-ttl.yaml", "line": null}
+#     - {"key": "general_settings.litellm_jwtauth.team_id_upsert", "file": "public-key-ttl.yaml", "line": null}
+_access_denials["team_not_found"] := teams.not_found if roles.role in {"team", "internal_user"}
+
+# METADATA
 # title: Team blocked
-# description: A team token of a team blocked with /team/block (data.regate_state.blocked_teams).
+# description: The team the request runs as is blocked with /team/block (data.regate_state.blocked_teams).
 # custom:
 #   reason: team_blocked
 #   stage: access
 #   config: []
-_access_denials["team_blocked"] := sprintf("team %s is blocked", [identity.team_id]) if blocked_teams.blocked
+_access_denials["team_blocked"] := sprintf("team %s is blocked", [teams.selected]) if blocked_teams.blocked
 
 # METADATA
 # title: State unavailable
@@ -205,38 +278,15 @@ _access_denials["route_not_allowed"] := sprintf("role %s may not call %s", [role
 
 # METADATA
 # title: Model not allowed
-# description: A virtual key limited to models (/key/generate models) may use only those.
+# description: >-
+#   Every model limit of the caller bounds the model it names: a virtual key's, its
+#   team's, its role's (role_permissions) and its scopes' (scope_mappings), from
+#   data.regate.models.
 # custom:
 #   reason: model_not_allowed
 #   stage: access
 #   config: []
-_access_denials["model_not_allowed"] := sprintf("this key may not use model %s", [input.request.model]) if {
-	input.credential.type == "virtual_key"
-	is_string(input.request.model)
-	count(input.credential.key.models) > 0
-	not input.request.model in input.credential.key.models
-}
-
-# METADATA
-# title: Model not allowed
-# description: A team token may use only its team's models (/team/new models), from input.facts.
-# custom:
-#   reason: model_not_allowed
-#   stage: access
-#   config: []
-_access_denials["model_not_allowed"] := sprintf("team %s may not use model %s", [identity.team_id, input.request.model]) if {
-	input.credential.type == "jwt"
-	roles.role == "team"
-	is_string(input.request.model)
-	count(input.facts.team_models) > 0
-	not _team_may_use_model
-}
-
-# Facts about another team than the one derived here limit this one all the same (fail closed).
-_team_may_use_model if {
-	input.facts.team_id == identity.team_id
-	input.request.model in input.facts.team_models
-}
+_access_denials["model_not_allowed"] := concat("; ", sort(models.denials)) if count(models.denials) > 0
 
 # METADATA
 # title: User not found
@@ -250,3 +300,14 @@ _team_may_use_model if {
 _access_denials["user_not_found"] := sprintf("user %s does not exist; create it with /user/new", [identity.user_id]) if {
 	users.missing
 }
+
+# METADATA
+# title: Budget exceeded
+# description: >-
+#   Spend at or over a budget that applies (the key's, the selected team's, the
+#   user's, the end user's, the proxy's), from input.facts.budgets (data.regate.budgets).
+# custom:
+#   reason: budget_exceeded
+#   stage: access
+#   config: []
+_access_denials["budget_exceeded"] := budgets.message if budgets.exceeded

@@ -1,0 +1,371 @@
+"""Rate limits (rpm, tpm, max_parallel_requests), counted exactly across workers and replicas.
+
+Semantics, as LiteLLM's limiter: fixed one-minute windows aligned to the minute. A request is
+admitted when, for every limited principal it spends for, the requests admitted in this
+minute are below `rpm_limit`, the tokens used in this minute are below `tpm_limit` (tokens are
+only known afterwards: a response adds its real usage when it ends) and the requests in
+flight are below `max_parallel_requests`. Admission checks and counts in one atomic step, so
+exactly `rpm_limit` requests pass however many arrive at once.
+
+Two backends: Redis (`REDIS_URL`, or router_settings.redis_*), shared by every replica, each
+step one Lua script (atomic on the server; the minute is read from the server's clock, so
+replicas agree on it); without Redis, an SQLite file in the data directory shared by the
+host's gunicorn workers, each step one `BEGIN IMMEDIATE` transaction (SQLite's file lock
+serialises the workers). A request in flight holds a lease that its stream renews, so a
+worker that dies mid-request frees its slots after `LEASE_SECONDS`.
+
+Failure: a backend that cannot answer raises LimiterUnavailable (503) — only requests with a
+limit ever ask it, so unlimited principals are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regate.common.errors import RegateError
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+LEASE_SECONDS = 300  # a request in flight counts this long unless renewed (its stream renews it)
+RENEW_AFTER = 60
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One principal's rate limits; `name` is its counter name (kind:id)."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    parallel: int | None = None
+
+
+@dataclass
+class Admission:
+    """An admitted request: what it holds and the headers that report the remaining limits."""
+
+    request_id: str
+    limits: tuple[Limit, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+    renewed_at: float = field(default_factory=time.monotonic)
+
+
+class RateLimited(RegateError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, headers: dict[str, str]):
+        super().__init__(message)
+        self.headers = headers
+
+
+class LimiterUnavailable(RegateError):
+    code = "rate_limits_unavailable"
+    status = 503
+
+
+@dataclass(frozen=True)
+class _Counts:
+    requests: int
+    tokens: int
+    in_flight: int
+
+
+def _headers(limits, counts, retry_after: float | None = None) -> dict[str, str]:
+    """x-ratelimit-* of the tightest limit of each kind (LiteLLM's names), and Retry-After."""
+    headers = {}
+    for kind, attr, used in (("requests", "rpm", "requests"), ("tokens", "tpm", "tokens")):
+        pairs = [(getattr(lim, attr), getattr(c, used)) for lim, c in zip(limits, counts) if getattr(lim, attr) is not None]
+        if pairs:
+            limit, used_now = min(pairs, key=lambda p: p[0] - p[1])
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(limit - used_now, 0))
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return headers
+
+
+def _refusal(limit: Limit, kind: str, counts: _Counts, reset: float, limits, all_counts) -> RateLimited:
+    value = {"requests": limit.rpm, "tokens": limit.tpm, "max_parallel_requests": limit.parallel}[kind]
+    used = {"requests": counts.requests, "tokens": counts.tokens, "max_parallel_requests": counts.in_flight}[kind]
+    what = {"requests": "requests per minute", "tokens": "tokens per minute",
+            "max_parallel_requests": "parallel requests"}[kind]
+    who = limit.name.split(":", 1)[0].replace("_", " ")
+    retry = 1 if kind == "max_parallel_requests" else reset
+    message = (f"Rate limit exceeded for this {who}: {used} {what} of {value} allowed"
+               + ("" if kind == "max_parallel_requests" else f"; the window resets in {max(1, math.ceil(reset))}s"))
+    return RateLimited(message, _headers(limits, all_counts, retry))
+
+
+class RateLimiter:
+    """admit() before the upstream is called, release() when the response has ended."""
+
+    def admit(self, request_id: str, limits: list[Limit]) -> Admission:
+        raise NotImplementedError
+
+    def release(self, admission: Admission, tokens: int) -> None:
+        raise NotImplementedError
+
+    def renew(self, admission: Admission) -> None:
+        """Extend the leases of a long request (called as its stream goes on)."""
+        if time.monotonic() - admission.renewed_at >= RENEW_AFTER:
+            admission.renewed_at = time.monotonic()
+            try:
+                self._renew(admission)
+            except LimiterUnavailable as e:  # the stream goes on; its lease may lapse early
+                log.warning("rate-limit lease of %s not renewed: %s", admission.request_id, e.message)
+
+    def _renew(self, admission: Admission) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+_PREFIX = "regate:rl:"
+
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = math.floor(now / 60)
+local reset = tostring((window + 1) * 60 - now)
+local lease = tonumber(ARGV[2])
+local counts = {}
+for i = 1, #KEYS do
+  local base = KEYS[i]
+  local rpm, tpm, par = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local req = tonumber(redis.call('GET', base .. ':r:' .. window) or '0')
+  local tok = tonumber(redis.call('GET', base .. ':t:' .. window) or '0')
+  local inflight = 0
+  if par >= 0 then
+    redis.call('ZREMRANGEBYSCORE', base .. ':p', '-inf', now)
+    inflight = redis.call('ZCARD', base .. ':p')
+  end
+  counts[i] = {req, tok, inflight}
+  local refused = nil
+  if rpm >= 0 and req >= rpm then refused = 'requests'
+  elseif tpm >= 0 and tok >= tpm then refused = 'tokens'
+  elseif par >= 0 and inflight >= par then refused = 'max_parallel_requests' end
+  if refused then
+    local out = {0, i, refused, reset}
+    for j = 1, i do for k = 1, 3 do table.insert(out, counts[j][k]) end end
+    return out
+  end
+end
+local out = {1, 0, '', reset}
+for i = 1, #KEYS do
+  local base = KEYS[i]
+  local rpm, par = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 2])
+  if rpm >= 0 then
+    counts[i][1] = redis.call('INCR', base .. ':r:' .. window)
+    redis.call('EXPIRE', base .. ':r:' .. window, 120)
+  end
+  if par >= 0 then
+    redis.call('ZADD', base .. ':p', now + lease, ARGV[1])
+    redis.call('EXPIRE', base .. ':p', lease * 2)
+    counts[i][3] = counts[i][3] + 1
+  end
+  for k = 1, 3 do table.insert(out, counts[i][k]) end
+end
+return out
+"""
+
+_RELEASE = """
+local t = redis.call('TIME')
+local window = math.floor((tonumber(t[1]) + tonumber(t[2]) / 1000000) / 60)
+local tokens = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local base = KEYS[i]
+  if tonumber(ARGV[1 + 2 * i]) >= 0 and tokens > 0 then
+    redis.call('INCRBY', base .. ':t:' .. window, tokens)
+    redis.call('EXPIRE', base .. ':t:' .. window, 120)
+  end
+  if tonumber(ARGV[2 + 2 * i]) >= 0 then redis.call('ZREM', base .. ':p', ARGV[1]) end
+end
+return 1
+"""
+
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 1, #KEYS do redis.call('ZADD', KEYS[i] .. ':p', 'XX', now + tonumber(ARGV[2]), ARGV[1]) end
+return 1
+"""
+
+
+def _n(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+class RedisLimiter(RateLimiter):
+    """Counters in Redis, shared by every replica."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0, connect_timeout: float = 0.5):
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        # A busy worker reads a prompt answer late: the read timeout is generous, the connect one short.
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                                            health_check_interval=30)
+        self._admit = self._client.register_script(_ADMIT)
+        self._release = self._client.register_script(_RELEASE)
+        self._renew_script = self._client.register_script(_RENEW)
+
+    def _call(self, script, keys, args):
+        try:
+            return script(keys=keys, args=args)
+        except self._errors as e:
+            # The message names the host, never the password (redis-py does not print it).
+            raise LimiterUnavailable(f"rate limits cannot be checked: Redis did not answer ({type(e).__name__})") from None
+
+    def admit(self, request_id: str, limits: list[Limit]) -> Admission:
+        keys = [_PREFIX + lim.name for lim in limits]
+        args: list = [request_id, LEASE_SECONDS]
+        for lim in limits:
+            args += [_n(lim.rpm), _n(lim.tpm), _n(lim.parallel)]
+        reply = self._call(self._admit, keys, args)
+        admitted, index, kind, reset = int(reply[0]), int(reply[1]), reply[2], float(reply[3])
+        flat = [int(v) for v in reply[4:]]
+        counts = [_Counts(*flat[i:i + 3]) for i in range(0, len(flat), 3)]
+        if not admitted:
+            kind = kind.decode() if isinstance(kind, bytes) else kind
+            raise _refusal(limits[index - 1], kind, counts[index - 1], reset, limits[:index], counts)
+        return Admission(request_id, tuple(limits), _headers(limits, counts))
+
+    def release(self, admission: Admission, tokens: int) -> None:
+        keys = [_PREFIX + lim.name for lim in admission.limits]
+        args: list = [admission.request_id, tokens]
+        for lim in admission.limits:
+            args += [_n(lim.tpm), _n(lim.parallel)]
+        self._call(self._release, keys, args)
+
+    def _renew(self, admission: Admission) -> None:
+        keys = [_PREFIX + lim.name for lim in admission.limits if lim.parallel is not None]
+        if keys:
+            self._call(self._renew_script, keys, [admission.request_id, LEASE_SECONDS])
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# -- one host: SQLite ------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (name TEXT, window INTEGER, requests INTEGER NOT NULL, tokens INTEGER NOT NULL,
+                                     PRIMARY KEY (name, window)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS in_flight (name TEXT, request_id TEXT, expires REAL NOT NULL,
+                                      PRIMARY KEY (name, request_id)) WITHOUT ROWID;
+"""
+
+
+class SqliteLimiter(RateLimiter):
+    """Counters in an SQLite file shared by one host's workers (not by other hosts: use Redis there).
+
+    Each step is one BEGIN IMMEDIATE transaction: SQLite's write lock on the file makes it
+    atomic across processes. The transaction makes no gevent switch (no socket I/O), so one
+    connection per worker serves all its greenlets.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock=time.time, busy_timeout: float = 5.0):
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        try:
+            self._db = sqlite3.connect(str(self._path), timeout=busy_timeout, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=OFF")  # counters, not records: losing the last ones in a crash is fine
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise LimiterUnavailable(f"rate limits cannot be checked: {self._path} is not usable ({e})") from None
+        self._last_sweep = 0
+
+    def _tx(self, step):
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = step(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+        except sqlite3.Error as e:
+            raise LimiterUnavailable(f"rate limits cannot be checked: {e}") from None
+
+    def admit(self, request_id: str, limits: list[Limit]) -> Admission:
+        now = self._clock()
+        window = int(now // WINDOW_SECONDS)
+        reset = (window + 1) * WINDOW_SECONDS - now
+
+        def step(db):
+            if window != self._last_sweep:
+                db.execute("DELETE FROM counters WHERE window < ?", (window - 1,))
+                self._last_sweep = window
+            counts = []
+            for lim in limits:
+                row = db.execute("SELECT requests, tokens FROM counters WHERE name = ? AND window = ?",
+                                 (lim.name, window)).fetchone() or (0, 0)
+                in_flight = 0
+                if lim.parallel is not None:
+                    db.execute("DELETE FROM in_flight WHERE name = ? AND expires < ?", (lim.name, now))
+                    in_flight = db.execute("SELECT count(*) FROM in_flight WHERE name = ?", (lim.name,)).fetchone()[0]
+                c = _Counts(row[0], row[1], in_flight)
+                counts.append(c)
+                for kind, limit, used in (("requests", lim.rpm, c.requests), ("tokens", lim.tpm, c.tokens),
+                                          ("max_parallel_requests", lim.parallel, c.in_flight)):
+                    if limit is not None and used >= limit:
+                        return _refusal(lim, kind, c, reset, limits[:len(counts)], counts)
+            for i, lim in enumerate(limits):
+                c = counts[i]
+                if lim.rpm is not None:
+                    db.execute("INSERT INTO counters (name, window, requests, tokens) VALUES (?, ?, 1, 0) "
+                               "ON CONFLICT (name, window) DO UPDATE SET requests = requests + 1", (lim.name, window))
+                if lim.parallel is not None:
+                    db.execute("INSERT OR REPLACE INTO in_flight (name, request_id, expires) VALUES (?, ?, ?)",
+                               (lim.name, request_id, now + LEASE_SECONDS))
+                counts[i] = _Counts(c.requests + (lim.rpm is not None), c.tokens, c.in_flight + (lim.parallel is not None))
+            return Admission(request_id, tuple(limits), _headers(limits, counts))
+
+        result = self._tx(step)
+        if isinstance(result, RateLimited):
+            raise result
+        return result
+
+    def release(self, admission: Admission, tokens: int) -> None:
+        window = int(self._clock() // WINDOW_SECONDS)
+
+        def step(db):
+            for lim in admission.limits:
+                if lim.tpm is not None and tokens > 0:
+                    db.execute("INSERT INTO counters (name, window, requests, tokens) VALUES (?, ?, 0, ?) "
+                               "ON CONFLICT (name, window) DO UPDATE SET tokens = tokens + excluded.tokens",
+                               (lim.name, window, tokens))
+                if lim.parallel is not None:
+                    db.execute("DELETE FROM in_flight WHERE name = ? AND request_id = ?", (lim.name, admission.request_id))
+
+        self._tx(step)
+
+    def _renew(self, admission: Admission) -> None:
+        expires = self._clock() + LEASE_SECONDS
+        self._tx(lambda db: [db.execute("UPDATE in_flight SET expires = ? WHERE name = ? AND request_id = ?",
+                                        (expires, lim.name, admission.request_id))
+                             for lim in admission.limits if lim.parallel is not None])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def limits_of(standing) -> list[Limit]:
+    """The rate limits of the principals that have any, as counter names."""
+    return [Limit(f"{s.kind}:{s.id}" if s.id else s.kind, s.rpm_limit, s.tpm_limit, s.max_parallel_requests)
+            for s in standing.values() if s.rate_limited]
