@@ -5,8 +5,8 @@
 - `opa test --coverage`: the generated tests pass and evaluate every line of the policy
   (MIN_COVERAGE, over the policy files; the test file itself does not count);
 - `opa inspect --annotations`: every package and every entrypoint has a title and a
-  description, and every reason code of the decision has an annotated check rule (what
-  `regate explain` reads).
+  description, every reason code of the decision has an annotated check rule, and so do the
+  public-route and custom-policy blocks (what `regate explain` reads).
 
 Regal, the Rego linter, cannot be had here (the Go module proxy serves neither of its module
 paths), so these are the style guide's checks that OPA itself can make.
@@ -122,7 +122,11 @@ def _documented(report: BundleReport, root: Path, opa_bin: str) -> None:
     for reason in reasons:
         if reason not in checks:
             report.problems.append(f"opa inspect: reason {reason} has no annotated check rule (METADATA custom.reason)")
-    for reason in sorted(set(checks) - set(reasons)):
+    blocks = {"public_route"} | ({"custom_policies"} if "data.regate.custom_checks" in (inspected.get("namespaces") or {})
+                                  else set())
+    for block in sorted(blocks - set(checks)):
+        report.problems.append(f"opa inspect: the {block} block has no annotated rule (METADATA custom.check)")
+    for reason in sorted(set(checks) - set(reasons) - blocks):
         report.problems.append(f"opa inspect: annotated check {reason} is not in data.regate.authz.reason_order")
 
 

@@ -30,6 +30,9 @@ BASE = (ROOT / "examples" / "regate.yaml").read_text()
 WIDER = BASE.replace("team_allowed_routes: [openai_routes, info_routes, /spend/logs]",
                      "team_allowed_routes: [openai_routes, info_routes, /spend/logs, /key/generate]")
 BROKEN = BASE.replace("team_allowed_routes:", "team_alowed_routes:")
+# where the misspelt key stands: line:column
+BROKEN_AT = next(f"{n}:{line.index('team_alowed') + 1}" for n, line in enumerate(BROKEN.splitlines(), 1)
+                 if "team_alowed_routes:" in line)
 
 
 class _ForgeApi(QuietHandler):
@@ -151,7 +154,7 @@ def test_github_job_fails_on_a_config_error(checkout, opa_bin, forge, tmp_path):
     assert list(results) == ["Compile and check"]
     failed = results["Compile and check"]
     assert failed.returncode == 2
-    assert "config.yaml:33:5: unknown key 'team_alowed_routes' in 'litellm_jwtauth'" in failed.stderr
+    assert f"config.yaml:{BROKEN_AT}: unknown key 'team_alowed_routes' in 'litellm_jwtauth'" in failed.stderr
     assert forge.posts == []
 
 
@@ -164,7 +167,7 @@ def test_github_job_comments_when_the_base_has_no_config_or_a_broken_one(checkou
     assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items()}
     comment = json.loads(forge.posts[1][2])["body"]
     assert "The base branch's `config.yaml` does not compile; no diff:" in comment
-    assert "config.yaml:33:5: unknown key 'team_alowed_routes'" in comment
+    assert f"config.yaml:{BROKEN_AT}: unknown key 'team_alowed_routes'" in comment
 
 
 # -- GitLab CI --------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def test_gitlab_job_compiles_checks_and_posts_a_note(checkout, opa_bin, forge):
 def test_gitlab_job_fails_on_a_config_error(checkout, opa_bin, forge):
     result = run_gitlab(checkout(BASE, BROKEN), opa_bin, forge)
     assert result.returncode == 2
-    assert "config.yaml:33:5: unknown key 'team_alowed_routes'" in result.stderr
+    assert f"config.yaml:{BROKEN_AT}: unknown key 'team_alowed_routes'" in result.stderr
     assert forge.posts == []
 
 
@@ -225,4 +228,4 @@ def test_pre_commit_hook(opa_bin, tmp_path):
     bad = subprocess.run([*entry, "config.yaml"], cwd=tmp_path, env=ci_env(opa_bin), capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2
-    assert bad.stderr.startswith("config.yaml:33:5: unknown key 'team_alowed_routes' in 'litellm_jwtauth'")
+    assert bad.stderr.startswith(f"config.yaml:{BROKEN_AT}: unknown key 'team_alowed_routes' in 'litellm_jwtauth'")

@@ -34,7 +34,7 @@ NO_CREDENTIAL_INPUT = {"request": {"method": "GET", "path": "/v1/models"}, "cred
 # examples/regate.yaml names team_id and sub as id claims; the rest must not reach the decision log.
 TOKEN_INPUT = {"request": {"method": "GET", "path": "/v1/models"},
                "credential": {"type": "jwt", "claims": {"team_id": "team-a", "sub": "u1", "email": "private@example.com",
-                                                      "name": "Private Name", "groups": ["private-group"]}}}
+                                                      "name": "Private Name", "nickname": "private-nick"}}}
 
 
 def assert_decision_log_masked(output: str) -> None:
