@@ -2,7 +2,9 @@
 
 Every check of the decision is annotated in authz.rego with its reason code, its stage
 (credential checks stop the decision; access checks run after them) and the config keys it
-comes from (compiler/citations.py). `regate explain` joins these to OPA's decision; the
+comes from (compiler/citations.py). Two blocks that are no reason code are annotated alike,
+named by `custom.check`: the public routes, which open a route to any caller (stage public),
+and the custom policies, which deny with codes of their own (stage custom). `regate explain` joins these to OPA's decision; the
 bundle checks (bundle_checks.py) hold every package and entrypoint to being documented.
 """
 
@@ -77,20 +79,21 @@ def _relative(file: str, bundle_dir: Path) -> str:
 
 
 def checks(inspected: dict, bundle_dir: Path) -> dict[str, Check]:
-    """reason code → Check, from the annotations whose `custom` names a reason."""
+    """reason code (or block name, custom.check) → Check, from the annotations whose `custom` names one."""
     found: dict[str, Check] = {}
     for entry in inspected.get("annotations") or []:
         notes = entry["annotations"]
         custom = notes.get("custom") or {}
-        if "reason" not in custom:
+        name = custom.get("reason") or custom.get("check")
+        if not name:
             continue
         rule = Rule(ref(entry["path"]), _relative(entry["location"]["file"], bundle_dir), entry["location"]["row"])
-        known = found.get(custom["reason"])
+        known = found.get(name)
         if known is None:
-            found[custom["reason"]] = Check(custom["reason"], notes.get("title", ""), notes.get("description", ""),
-                                            custom.get("stage", ""), (rule,), tuple(custom.get("config") or ()))
+            found[name] = Check(name, notes.get("title", ""), notes.get("description", ""), custom.get("stage", ""),
+                                (rule,), tuple(custom.get("config") or ()))
         else:
             description = " ".join(dict.fromkeys([known.description, notes.get("description", "")]))
-            found[custom["reason"]] = Check(known.reason, known.title, description, known.stage,
-                                            tuple(sorted(known.rules + (rule,), key=lambda r: r.line)), known.config)
+            found[name] = Check(known.reason, known.title, description, known.stage,
+                                tuple(sorted(known.rules + (rule,), key=lambda r: r.line)), known.config)
     return found

@@ -9,6 +9,7 @@ package regate_audit.batch
 
 import data.regate.authz
 import data.regate.identity
+import data.regate.routes
 
 # METADATA
 # title: Outcomes
@@ -27,15 +28,29 @@ _answer := [authz.allow, authz.status, authz.reasons]
 # METADATA
 # title: Explanations
 # description: >-
-#   The decision, every failing check's message (data.regate.authz.denials) and
-#   the order the checks run in, for each OPA input in input.cases.
+#   The decision, every failing check's message (data.regate.authz.denials), the
+#   order the checks run in, whether the route is public (data.regate.routes.public)
+#   and the custom policies' denials (data.regate.custom_checks.denials, when the
+#   config has custom policies), for each OPA input in input.cases.
 # entrypoint: true
 explanations := [explanation |
 	some case in input.cases
 	decision := authz.decision with input as case
 	denials := authz.denials with input as case
-	explanation := {"decision": decision, "denials": denials, "reason_order": authz.reason_order}
+	public := routes.public with input as case
+	custom := _custom_denials with input as case
+	explanation := {
+		"decision": decision, "denials": denials, "reason_order": authz.reason_order, "public": public,
+		"custom_denials": custom,
+	}
 ]
+
+# Custom policies judge only where the built-in checks let them (authz._custom_reasons).
+_custom_denials := {code: denial |
+	some code in authz.reasons
+	not code in authz.reason_order
+	denial := data.regate.custom_checks.denials[code]
+}
 
 # METADATA
 # title: Facts
@@ -43,10 +58,11 @@ explanations := [explanation |
 #   The facts the enforcer sends for each {"credential", "store"} in input.cases
 #   (enforcer/credentials.py Facts): for a JWT, whether the user the policy derives
 #   exists; and what the store knows about the teams, team aliases and organization
-#   aliases the credential names (store.teams, store.team_aliases, store.org_aliases).
+#   aliases the credential names and the spend it counts against their budgets
+#   (store.teams, store.team_aliases, store.org_aliases, store.budgets).
 #   A credential's facts do not depend on the request, so they are asked once each.
 # entrypoint: true
-facts := [object.union(_user_facts(case), object.filter(case.store, ["teams", "team_aliases", "org_aliases"])) |
+facts := [object.union(_user_facts(case), object.filter(case.store, ["teams", "team_aliases", "org_aliases", "budgets"])) |
 	some case in input.cases
 ]
 

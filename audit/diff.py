@@ -61,8 +61,9 @@ class Diff:
 
 
 def compare(old: Config, new: Config, *, teams: tuple[str, ...] = ()) -> Diff:
-    principals = who.merge(who.principals(old, teams), who.principals(new, teams))
     columns = cols.merge(cols.columns(old), cols.columns(new))
+    models = cols.model_names(columns)
+    principals = who.merge(who.principals(old, teams, models), who.principals(new, teams, models))
     requests = cols.requests(columns)
     with ThreadPoolExecutor(max_workers=2) as pool:
         before, after = pool.map(lambda config: decide(config, principals, requests), (old, new))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jsonschema
@@ -61,14 +62,21 @@ def claims_of_token(token: str) -> dict:
     return _segment(parts[1], "payload")
 
 
+def _jwt(claims: dict, issuers: Iterable[str]) -> dict:
+    """A JWT credential; a token whose iss names an issuers entry is verified by that entry's keys,
+    and the enforcer tells the policy so (credential.issuer)."""
+    issuer = claims.get("iss")
+    return {"type": "jwt", "claims": claims} | ({"issuer": issuer} if issuer in set(issuers) else {})
+
+
 def credential(*, claims: str | None = None, token: str | None = None, master_key: bool = False,
-               virtual_key: str | None = None) -> dict:
+               virtual_key: str | None = None, issuers: Iterable[str] = ()) -> dict:
     """The OPA input's credential from exactly one of the command line's credential options
-    (none of them: no credential)."""
+    (none of them: no credential); `issuers`: the config's issuers entries."""
     if claims is not None:
-        return {"type": "jwt", "claims": _json_object("--claims", claims)}
+        return _jwt(_json_object("--claims", claims), issuers)
     if token is not None:
-        return {"type": "jwt", "claims": claims_of_token(token)}
+        return _jwt(claims_of_token(token), issuers)
     if master_key:
         return {"type": "master_key"}
     if virtual_key is not None:
@@ -77,11 +85,15 @@ def credential(*, claims: str | None = None, token: str | None = None, master_ke
     return {"type": "none"}
 
 
-def request_input(cred: dict, *, method: str, path: str, model: str | None = None, facts: str | None = None) -> dict:
-    """A complete OPA input, checked against schemas/input.schema.json."""
+def request_input(cred: dict, *, method: str, path: str, model: str | None = None, team: str | None = None,
+                  facts: str | None = None) -> dict:
+    """A complete OPA input, checked against schemas/input.schema.json; `team` is the
+    x-litellm-team-id header."""
     request = {"method": method.upper(), "path": path}
     if model is not None:
         request["model"] = model
+    if team is not None:
+        request["requested_team"] = team
     doc = {"request": request, "credential": cred}
     if facts is not None:
         doc["facts"] = _json_object("--facts", facts)
@@ -96,7 +108,7 @@ def request_input(cred: dict, *, method: str, path: str, model: str | None = Non
 @dataclass(frozen=True)
 class CheckResult:
     check: annotations.Check
-    outcome: str  # deny | pass | not_reached
+    outcome: str  # deny | pass | not_reached; the public-route block: allow | not_applicable
     message: str | None
 
     def as_json(self, config_path: str) -> dict:
@@ -126,22 +138,40 @@ class Explanation:
 
 
 def _results(answer: dict, checks: dict[str, annotations.Check]) -> tuple[CheckResult, ...]:
-    decision, denials = answer["decision"], answer["denials"]
-    stopped = any(r in checks and checks[r].stage == "credential" for r in decision["reasons"])
+    """Every check in the order the decision runs them: the public-route block, the built-in checks,
+    the custom policies' denials (before the budget, as the decision orders them)."""
+    decision, denials, public = answer["decision"], answer["denials"], answer["public"]
+    stopped = public or any(r in checks and checks[r].stage == "credential" for r in decision["reasons"])
     results = []
+    if "public_route" in checks:
+        results.append(CheckResult(checks["public_route"], "allow" if public else "not_applicable", None))
+
+    def outcome(check: annotations.Check, denied: bool) -> str:
+        if denied:
+            return "deny"
+        return "not_reached" if stopped and (public or check.stage != "credential") else "pass"
+
     for reason in answer["reason_order"]:
+        if reason == "budget_exceeded":
+            results += _custom_results(answer, checks, outcome)
         check = checks.get(reason) or annotations.Check(reason, "", "(no METADATA annotation)", "", (), ())
-        if reason in denials:
-            outcome = "deny"
-        elif stopped and check.stage != "credential":
-            outcome = "not_reached"
-        else:
-            outcome = "pass"
-        results.append(CheckResult(check, outcome, denials.get(reason)))
+        results.append(CheckResult(check, outcome(check, reason in denials), denials.get(reason)))
     return tuple(results)
 
 
+def _custom_results(answer: dict, checks: dict[str, annotations.Check], outcome) -> list[CheckResult]:
+    """The custom policies: each code they deny with, or the block itself when none does."""
+    block = checks.get("custom_policies")
+    if block is None:
+        return []
+    custom = answer["custom_denials"]
+    if not custom:
+        return [CheckResult(block, outcome(block, False), None)]
+    return [CheckResult(replace(block, reason=code), "deny", denial["message"]) for code, denial in custom.items()]
+
+
 def explain(config: Config, config_path: str, doc: dict, *, blocked_teams: tuple[str, ...] = ()) -> Explanation:
+    """OPA's decision for `doc` under `config`, each check with its rule and config lines."""
     if doc["credential"]["type"] == "master_key" and not config.policy.master_key_configured:
         refused = {"allow": False, "status": 401, "reasons": ["master_key_not_configured"],
                    "message": "the config sets no general_settings.master_key: the enforcer looks the key up as a "
@@ -181,10 +211,13 @@ def explanation_text(e: Explanation) -> str:
     shown = {"jwt": lambda: "JWT claims " + json.dumps(cred.get("claims", {}), sort_keys=True),
              "virtual_key": lambda: "virtual key " + json.dumps(cred.get("key", {}), sort_keys=True)}
     verdict = "allow" if d["allow"] else f"deny {d['status']} {d['reasons'][0]}"
+    header = f" x-litellm-team-id {request['requested_team']}" if request.get("requested_team") is not None else ""
     lines = [
         f"config      {e.config_path}",
-        f"request     {request['method']} {request['path']}" + (f" model {request['model']}" if request.get("model") else ""),
-        f"credential  {shown.get(cred['type'], lambda: cred['type'].replace('_', ' '))()}",
+        f"request     {request['method']} {request['path']}" + (f" model {request['model']}" if request.get("model") else "")
+        + header,
+        f"credential  {shown.get(cred['type'], lambda: cred['type'].replace('_', ' '))()}"
+        + (f" (issuer {cred['issuer']})" if cred.get("issuer") else ""),
         f"decision    {verdict}: {d['message']}" + (" (decided by the enforcer, not OPA)" if e.by != "opa" else ""),
     ]
     if e.by == "opa":
@@ -194,12 +227,17 @@ def explanation_text(e: Explanation) -> str:
             lines.append(f"facts       {json.dumps(e.input['facts'], sort_keys=True)}")
         if d.get("upsert_user"):
             lines.append("upsert      the enforcer creates the user (user_id_upsert)")
-    shown_results = [r for r in e.results if r.outcome == ("pass" if d["allow"] else "deny")]
+        if d.get("upsert_team"):
+            lines.append(f"upsert      the enforcer creates team {d['subject']['team_id']} (team_id_upsert)")
+    public = any(r.outcome == "allow" for r in e.results)
+    heading, shown_outcome = ("allowed by:", "allow") if public else ("passed:", "pass") if d["allow"] else \
+        ("denied by:", "deny")
+    shown_results = [r for r in e.results if r.outcome == shown_outcome]
     if shown_results:
-        lines += ["", "passed:" if d["allow"] else "denied by:"]
+        lines += ["", heading]
         for r in shown_results:
             lines += _block(r, d.get("role"), e.config_path)
         rest = len(e.results) - len(shown_results)
         if rest:
-            lines += ["", f"{rest} other checks passed or were not reached (--json lists every check)."]
+            lines += ["", f"{rest} other checks passed, did not apply or were not reached (--json lists every check)."]
     return "\n".join(lines) + "\n"

@@ -20,8 +20,10 @@ from .evaluate import Case, Evaluator, Outcome
 from .principals import Principal
 
 # The enforcer refuses a master key that the config does not set before asking OPA: the key is
-# looked up as a virtual key and is not one (401).
+# looked up as a virtual key and is not one (401). So it does a token of an issuer the config does
+# not list (the principals take top-level tokens as JWT_PUBLIC_KEY_URL's).
 NO_MASTER_KEY = Outcome(False, 401, ("master_key_not_configured",), by="enforcer")
+UNKNOWN_ISSUER = Outcome(False, 401, ("unknown_issuer",), by="enforcer")
 
 Request = tuple[str, str | None]  # (path, model)
 
@@ -30,7 +32,18 @@ def request_input(principal: Principal, path: str, model: str | None) -> dict:
     request = {"method": cols.METHOD, "path": path}
     if model is not None:
         request["model"] = model
+    if principal.header is not None:
+        request["requested_team"] = principal.header
     return {"request": request, "credential": principal.credential}
+
+
+def refused_by_enforcer(config: Config, principal: Principal) -> Outcome | None:
+    """The enforcer's answer to a credential it refuses before asking OPA, else None."""
+    if principal.needs_master_key and not config.policy.master_key_configured:
+        return NO_MASTER_KEY
+    if principal.needs_issuer and principal.needs_issuer not in {i.issuer for i in config.policy.issuers}:
+        return UNKNOWN_ISSUER
+    return None
 
 
 def decide(config: Config, principals: list[Principal], requests: list[Request]) -> dict[tuple[str, Request], Outcome]:
@@ -39,9 +52,10 @@ def decide(config: Config, principals: list[Principal], requests: list[Request])
     cases: list[Case] = []
     outcomes: dict[tuple[str, Request], Outcome] = {}
     for principal in principals:
+        refused = refused_by_enforcer(config, principal)
         for request in requests:
-            if principal.needs_master_key and not config.policy.master_key_configured:
-                outcomes[(principal.key, request)] = NO_MASTER_KEY
+            if refused is not None:
+                outcomes[(principal.key, request)] = refused
                 continue
             asked.append((principal.key, request))
             cases.append(Case(request_input(principal, *request), principal.store))
@@ -102,7 +116,7 @@ class Matrix:
 
 def build(config: Config, *, teams: tuple[str, ...] = ()) -> Matrix:
     """The access matrix of `config` (with a team token per name in `teams`)."""
-    principals = who.principals(config, teams)
     columns = cols.columns(config)
+    principals = who.principals(config, teams, cols.model_names(columns))
     outcomes = decide(config, principals, cols.requests(columns))
     return Matrix(PurePosixPath(config.source_file).name, principals, columns, outcomes)

@@ -77,13 +77,11 @@ def _explain(args) -> int:
     from regate.audit import explain
 
     config = compiler.load_config(args.config)
-    if args.team is not None:
-        raise RegateError("--team (the x-litellm-team-id header) needs team_ids_jwt_field, which this regate does "
-                          "not support yet", code="unsupported_option", status=400)
     token = sys.stdin.read().strip() if args.token == "-" else args.token
     credential = explain.credential(claims=args.claims, token=token, master_key=args.master_key,
-                                    virtual_key=args.virtual_key)
-    doc = explain.request_input(credential, method=args.method, path=args.path, model=args.model, facts=args.facts)
+                                    virtual_key=args.virtual_key, issuers=[i.issuer for i in config.policy.issuers])
+    doc = explain.request_input(credential, method=args.method, path=args.path, model=args.model, team=args.team,
+                                facts=args.facts)
     result = explain.explain(config, args.config, doc, blocked_teams=tuple(args.blocked_team))
     _emit(json.dumps(result.as_json(), indent=2) + "\n" if args.json else explain.explanation_text(result), None)
     return EXIT_OK
@@ -225,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="POST")
     p.add_argument("--path", default="/v1/chat/completions")
     p.add_argument("--model", help="the body's model")
-    p.add_argument("--team", help="the x-litellm-team-id header (needs team_ids_jwt_field: not supported yet)")
-    p.add_argument("--facts", metavar="JSON", help='what the store knows: {"user_id", "user_exists", "team_id", "team_models"}')
+    p.add_argument("--team", help="the x-litellm-team-id header: which of the credential's teams to run as")
+    p.add_argument("--facts", metavar="JSON", help='what the store knows (input.facts): {"user_id", "user_exists", "teams": {id: models}, '
+                   '"team_aliases", "org_aliases", "budgets"}')
     p.add_argument("--blocked-team", action="append", default=[], metavar="TEAM", help="a blocked team (repeatable)")
     p.add_argument("--json", action="store_true", help="every check, as JSON")
     p.set_defaults(run=_explain)

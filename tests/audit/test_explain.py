@@ -51,7 +51,7 @@ def test_a_denial_names_its_rule_and_config_line(regate):
         f"    config  general_settings.litellm_jwtauth.team_allowed_routes ({EXAMPLE}:"
         f"{config_line(EXAMPLE, 'team_allowed_routes')})\n"
         "\n"
-        "14 other checks passed or were not reached (--json lists every check).\n")
+        "15 other checks passed, did not apply or were not reached (--json lists every check).\n")
 
 
 def test_an_allow_lists_every_check_that_passed(regate):
@@ -61,6 +61,12 @@ def test_an_allow_lists_every_check_that_passed(regate):
     assert doc["decision"]["allow"] is True and doc["decided_by"] == "opa"
     assert doc["input"]["request"] == {"method": "POST", "path": "/v1/chat/completions", "model": "gpt-4o-mini"}
     checks = doc["checks"]
+    assert checks[0]["reason"] == "public_route" and checks[0]["outcome"] == "not_applicable"
+    assert checks[0]["rules"] == [{"ref": "data.regate.authz.denials", "file": "regate/authz.rego",
+                                   "line": rule_line(EXAMPLE, "denials := {} if {")}]
+    assert checks[0]["config"] == [{"key": "general_settings.litellm_jwtauth.public_allowed_routes", "line": None,
+                                    "file": str(EXAMPLE)}]
+    checks = checks[1:]
     assert [c["reason"] for c in checks] == ["missing_credential", "jwt_auth_disabled", "invalid_claims",
                                              "path_not_canonical", "no_role", "role_not_allowed", "team_not_granted",
                                              "email_domain_not_allowed", "team_not_found", "team_blocked",
@@ -100,10 +106,11 @@ def test_after_a_credential_denial_the_other_checks_are_not_reached(regate):
     doc = regate("explain", EXAMPLE, "--no-credential", "--json").json()
     assert doc["decision"]["reasons"] == ["missing_credential"]
     outcomes = {c["reason"]: c["outcome"] for c in doc["checks"]}
+    assert outcomes.pop("public_route") == "not_applicable"
     assert outcomes.pop("missing_credential") == "deny"
     assert {outcomes.pop("jwt_auth_disabled"), outcomes.pop("invalid_claims")} == {"pass"}
     assert set(outcomes.values()) == {"not_reached"}
-    assert doc["checks"][0]["message"] == "missing credential: send Authorization: Bearer <token>"
+    assert doc["checks"][1]["message"] == "missing credential: send Authorization: Bearer <token>"
 
 
 def test_every_failing_check_is_listed(regate):
@@ -171,14 +178,14 @@ def test_virtual_keys(regate):
     (["--no-credential", "--facts", '{"colour": 1}'],
      "input.facts: Additional properties are not allowed ('colour' was unexpected)"),
     (["--virtual-key", '{"models": "gpt-4o"}'], "input.credential.key.models: 'gpt-4o' is not of type 'array'"),
-    (["--no-credential", "--team", "team-a"],
-     "--team (the x-litellm-team-id header) needs team_ids_jwt_field, which this regate does not support yet"),
+    (["--no-credential", "--facts", '{"budgets": {"proxy": {"spend": 5}}}'],
+     "input.facts.budgets.proxy: 'spend_nanos' is a required property; "
+     "input.facts.budgets.proxy: Additional properties are not allowed ('spend' was unexpected)"),
 ])
 def test_bad_input_is_exit_2_with_a_clear_message(regate, args, message):
     run = regate("explain", EXAMPLE, *args)
     assert (run.code, run.out) == (2, "")
-    code = "unsupported_option" if "--team" in args else "invalid_input"
-    assert run.err == f"regate explain: {message} [{code}]\n"
+    assert run.err == f"regate explain: {message} [invalid_input]\n"
 
 
 def test_a_credential_is_required(regate, capsys):

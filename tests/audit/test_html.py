@@ -78,10 +78,10 @@ def test_the_script_filters_and_counts(example):
 
     table = Table(browser.dom(page, fragment="#principal=virtual&column=routes"))
     visible = [r["label"] for r in table.rows if not r["hidden"]]
-    assert visible == ["virtual key of a team", "virtual key of a user"]
+    assert visible == ["virtual key of a team", "virtual key of a user", "virtual key limited to gpt-4o-mini"]
     shown_columns = [h["label"] for h in table.heads[1:] if not h["hidden"]]
     assert shown_columns == [c.label for c in m.columns if "routes" in c.label]
-    assert table.shown == f"2 of {len(m.principals)} principals, {len(shown_columns)} of {len(m.columns)} columns"
+    assert table.shown == f"3 of {len(m.principals)} principals, {len(shown_columns)} of {len(m.columns)} columns"
 
 
 @pytest.mark.parametrize("direction", ["asc", "desc"])

@@ -36,20 +36,21 @@ def table(m: matrix.Matrix) -> dict[str, list[str]]:
 
 
 def test_team_routes_doc_config():
-    """LiteLLM docs, team routes: a team may call /v1/chat/completions only; users keep the defaults."""
+    """LiteLLM docs, team routes: a team may call /v1/chat/completions only; users keep the defaults;
+    the public routes (public_allowed_routes' default) are open to anyone, no credential needed."""
     m = matrix.build(compiler.load_config(DOCS / "team-routes.yaml"))
     assert [c.label for c in m.columns] == ["management_routes", "/v1/chat/completions", "openai_routes", "info_routes",
-                                            "(any other path)"]
+                                            "public_routes", "(any other path)"]
     user = OPENAI | INFO
     never = "deny route_not_allowed"
     assert table(m) == {
-        "master key": ["allow"] * 5,
-        "admin token (scope litellm_proxy_admin)": ["allow", never, never, partly(MANAGEMENT, INFO), never],
-        "team token": [never, "allow", partly({"/v1/chat/completions"}, OPENAI), never, never],
-        "virtual key of a team": [never, "allow", partly({"/v1/chat/completions"}, OPENAI), never, never],
-        "virtual key of a user": [partly(user, MANAGEMENT), "allow", "allow", "allow", never],
-        "token without a role": ["deny no_role"] * 5,
-        "no credential": ["deny missing_credential"] * 5,
+        "master key": ["allow"] * 6,
+        "admin token (scope litellm_proxy_admin)": ["allow", never, never, partly(MANAGEMENT, INFO), "allow", never],
+        "team token": [never, "allow", partly({"/v1/chat/completions"}, OPENAI), never, "allow", never],
+        "virtual key of a team": [never, "allow", partly({"/v1/chat/completions"}, OPENAI), never, "allow", never],
+        "virtual key of a user": [partly(user, MANAGEMENT), "allow", "allow", "allow", "allow", never],
+        "token without a role": ["deny no_role"] * 4 + ["allow", "deny no_role"],
+        "no credential": ["deny missing_credential"] * 4 + ["allow", "deny missing_credential"],
     }
     team = next(p for p in m.principals if p.label == "team token")
     assert team.credential == {"type": "jwt", "claims": {"litellm-team": "team-a"}}  # the config's team claim
@@ -59,20 +60,25 @@ def test_email_domain_upsert_doc_config():
     """LiteLLM docs, email domains + upsert: the email is the user id, unknown users are created, a token
     outside my-co.com is refused everywhere, whoever it claims to be."""
     m = matrix.build(compiler.load_config(DOCS / "email-domain-upsert.yaml"))
-    assert [c.label for c in m.columns] == ["management_routes", "openai_routes", "info_routes", "(any other path)"]
-    member = [partly(OPENAI | INFO, MANAGEMENT), "allow", "allow", "deny route_not_allowed"]
+    assert [c.label for c in m.columns] == ["management_routes", "openai_routes", "info_routes", "public_routes",
+                                            "(any other path)"]
+    member = [partly(OPENAI | INFO, MANAGEMENT), "allow", "allow", "allow", "deny route_not_allowed"]
+
+    def refused(reason: str) -> list[str]:
+        return [f"deny {reason}"] * 3 + ["allow", f"deny {reason}"]
+
     assert table(m) == {
-        "master key": ["allow"] * 4,
+        "master key": ["allow"] * 5,
         "admin token (scope litellm_proxy_admin)": ["allow", "deny route_not_allowed", partly(MANAGEMENT, INFO),
-                                                    "deny route_not_allowed"],
+                                                    "allow", "deny route_not_allowed"],
         "team token (email @my-co.com)": member,
         "internal user token (email @my-co.com)": member,
-        "team token, email outside the allowed domains": ["deny email_domain_not_allowed"] * 4,
+        "team token, email outside the allowed domains": refused("email_domain_not_allowed"),
         "team token of a user not in the store (email @my-co.com)": member,
         "virtual key of a team": member,
         "virtual key of a user": member,
-        "token without a role": ["deny no_role"] * 4,
-        "no credential": ["deny missing_credential"] * 4,
+        "token without a role": refused("no_role"),
+        "no credential": refused("missing_credential"),
     }
     outside = next(p for p in m.principals if "outside" in p.label)
     assert outside.credential["claims"] == {"client_id": "team-a", "email": "dev@outside.invalid"}
@@ -84,8 +90,9 @@ def test_jwts_are_refused_everywhere_when_jwt_auth_is_off():
     m = matrix.build(compiler.load_config(ROOT / "tests" / "golden" / "cases" / "master-key-only.yaml"))
     rows = table(m)
     width = len(m.columns)
+    public = [c.label for c in m.columns].index("public_routes")
     for label in ("admin token (scope litellm_proxy_admin)", "team token", "token without a role"):
-        assert rows[label] == ["deny jwt_auth_disabled"] * width
+        assert rows[label] == ["deny jwt_auth_disabled"] * public + ["allow"] + ["deny jwt_auth_disabled"] * (width - public - 1)
     assert rows["master key"] == ["allow"] * width
     assert [c.label for c in m.columns][0] == "management_routes"
     assert rows["virtual key of a team"][0] == partly(OPENAI | INFO, MANAGEMENT)  # keys still work: default routes
@@ -136,9 +143,10 @@ def test_cli_formats_and_team_rows(regate, tmp_path):
     assert run.code == 0
     lines = run.out.splitlines()
     assert lines[0] == "## Access matrix of `team-routes.yaml`"
-    assert "| principal | management_routes | /v1/chat/completions | openai_routes | info_routes | (any other path) |" in lines
+    assert "| principal | management_routes | /v1/chat/completions | openai_routes | info_routes | public_routes | " \
+           "(any other path) |" in lines
     assert "| team token | deny route_not_allowed | allow | allow 1/87 (deny: route_not_allowed 86) | " \
-           "deny route_not_allowed | deny route_not_allowed |" in lines
+           "deny route_not_allowed | allow | deny route_not_allowed |" in lines
 
     out = tmp_path / "matrix.html"
     run = regate("matrix", config, "--format", "html", "-o", out)
