@@ -186,7 +186,7 @@ def explain(config: Config, config_path: str, doc: dict, *, blocked_teams: tuple
 
 def _citation(cited: dict) -> str:
     where = f"{cited['file']}:{cited['line']}" if cited.get("line") else "default"
-    return f"{cited['key']} ({where})"
+    return f"{cited['key']} ({where})" + (f": {cited['module']}" if cited.get("module") else "")
 
 
 def _block(result: CheckResult, role: str | None, config_path: str) -> list[str]:
@@ -239,5 +239,6 @@ def explanation_text(e: Explanation) -> str:
             lines += _block(r, d.get("role"), e.config_path)
         rest = len(e.results) - len(shown_results)
         if rest:
-            lines += ["", f"{rest} other checks passed, did not apply or were not reached (--json lists every check)."]
+            checks = "check" if rest == 1 else "checks"
+            lines += ["", f"{rest} other {checks} passed, did not apply or were not reached (--json lists every check)."]
     return "\n".join(lines) + "\n"

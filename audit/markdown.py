@@ -50,16 +50,18 @@ def _grouped(changes: list[Change]) -> list[tuple[Change, list[str]]]:
     return [(cs[0], [c.path for c in cs]) for cs in ordered]
 
 
-def _name_paths(paths: list[str], groups: list[Column]) -> list[str]:
-    """Paths, with every route group they wholly contain named once instead of its members."""
+def _name_paths(paths: list[str], columns: list[Column]) -> list[str]:
+    """Paths, with every route group they wholly contain named once instead of its members, and
+    the path asked below a `/prefix/*` named by the prefix."""
     left = list(paths)
     named = []
-    for group in sorted(groups, key=lambda g: -len(g.paths)):
+    for group in sorted((c for c in columns if c.kind == "group"), key=lambda g: -len(g.paths)):
         members = set(group.paths)
         if len(members) > 1 and members <= set(left):
             named.append(f"all of `{group.label}` ({len(members)} paths)")
             left = [p for p in left if p not in members]
-    shown = [f"`{p}`" for p in left[:PATHS_SHOWN]]
+    prefixes = {c.paths[0]: c.label for c in columns if c.kind == "prefix"}
+    shown = [f"`{prefixes.get(p, p)}`" for p in left[:PATHS_SHOWN]]
     if len(left) > PATHS_SHOWN:
         shown.append(f"and {len(left) - PATHS_SHOWN} more")
     return named + shown
@@ -81,7 +83,7 @@ def diff_markdown(d: Diff) -> str:
     size = sum(len(line) + 1 for line in lines)
     rows = _grouped(d.changes)
     for i, (change, paths) in enumerate(rows):
-        what = ", ".join(_name_paths(paths, [c for c in d.columns if c.kind == "group"]))
+        what = ", ".join(_name_paths(paths, d.columns))
         if change.model:
             what += f" (model `{change.model}`)"
         after = f"**{change.after.summary()}**" if change.widens else change.after.summary()

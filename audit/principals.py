@@ -179,20 +179,22 @@ def user_role_tokens(config: Config) -> list[Principal]:
 
 
 def role_mapping_tokens(config: Config) -> list[Principal]:
-    """A token per role_mappings entry (roles_jwt_field), with the object id its regate role reads:
-    a team's for a team role, a user's for an internal_user role."""
+    """A token per role of role_mappings (roles_jwt_field), with an object id named after the role:
+    the team of a role mapped to team (the store has it), the user of one mapped to internal_user.
+    The claims do not depend on what the role maps to, so a mapping changed between two configs is
+    one principal judged by both."""
     policy = config.policy
     if policy.roles_field.value is None:
         return []
     domain = _email_domain(policy)
     out = []
-    for mapping in policy.role_mappings.value:
-        claims = policy.roles_field.value.put(_claims(policy, domain=domain), [mapping.role])
-        object_id = {"team": TEAM, "internal_user": USER_OBJECT}.get(mapping.internal_role)
-        if object_id and policy.object_id_field.value is not None:
+    for role in dict.fromkeys(m.role for m in policy.role_mappings.value):
+        claims = policy.roles_field.value.put(_claims(policy, domain=domain), [role])
+        object_id = f"object-{role}"
+        if policy.object_id_field.value is not None:
             claims = policy.object_id_field.value.put(claims, object_id)
-        out.append(Principal(_with_email(f"token with role {mapping.role}", domain), "role_mapping", _jwt(claims),
-                             _store(teams=[TEAM])))
+        out.append(Principal(_with_email(f"token with role {role}", domain), "role_mapping", _jwt(claims),
+                             _store(teams=[object_id])))
     return out
 
 

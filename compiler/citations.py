@@ -68,7 +68,7 @@ def citations(config: Config) -> dict[str, list[dict]]:
         "public_route": [_cite(p.public_routes, source)],
         "custom_policies": [{"key": f"{p.custom_policies.key}[{i}]", "file": source,
                              "line": c.origin.line if c.origin else None, "module": c.path}
-                            for i, c in enumerate(p.custom_policies.value)],
+                            for i, c in enumerate(p.custom_policies.value) if not c.is_test],
     }
 
 

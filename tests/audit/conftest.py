@@ -46,3 +46,13 @@ def config_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def pair(regate, config_file):
+    """pair(old_text, new_text, *options) -> the Run of `regate diff old new *options` (both
+    configs written under tmp_path)."""
+    def run(old: str, new: str, *options: str):
+        return regate("diff", config_file("old.yaml", old), config_file("new.yaml", new), *options)
+
+    return run

@@ -41,15 +41,6 @@ def change(principal: str, path: str, before: dict, after: dict) -> dict:
     return {"principal": principal, "method": "*", "path": path, "model": None, "before": before, "after": after}
 
 
-@pytest.fixture
-def pair(regate, config_file):
-    """pair(old_text, new_text, *options) -> the Run of `regate diff old new *options`."""
-    def run(old: str, new: str, *options: str):
-        return regate("diff", config_file("old.yaml", old), config_file("new.yaml", new), *options)
-
-    return run
-
-
 def diff_json(pair, old: str, new: str) -> tuple[int, list[dict]]:
     run = pair(old, new, "--format", "json")
     return run.code, run.json()

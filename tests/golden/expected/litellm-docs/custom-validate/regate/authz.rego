@@ -98,7 +98,6 @@ default _custom_reasons := []
 #   stage: custom
 #   config:
 #     - {"key": "general_settings.litellm_jwtauth.custom_policies[0]", "file": "custom-validate.yaml", "line": 11, "module": "custom_validate.rego"}
-#     - {"key": "general_settings.litellm_jwtauth.custom_policies[1]", "file": "custom-validate.yaml", "line": 11, "module": "custom_validate_test.rego"}
 
 _custom_reasons := custom_checks.reasons if {
 	not routes.public
