@@ -7,7 +7,9 @@ server and waits for it (the managed OPA of `regate serve`, the audit tools, the
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 from .errors import RegateError
 
 OPA_VERSION = "1.22.3"
+INSTANCE_LABEL = "regate_instance"  # labels.<this> tells the OPA regate started from any other server
+PORT_ATTEMPTS = 3
 HOW_TO_GET_OPA = (f"put OPA {OPA_VERSION} on PATH or set REGATE_OPA_BIN (build it: "
                   f"go install github.com/open-policy-agent/opa@v{OPA_VERSION}; in a checkout: scripts/ensure-opa)")
 
@@ -35,6 +39,12 @@ class OpaProcessError(RegateError):
     """Raised when a local OPA server exits or does not become ready."""
 
     code = "opa_failed"
+
+
+class PortTaken(OpaProcessError):
+    """Raised when another server answers on the port a local OPA was started on."""
+
+    code = "opa_port_taken"
 
 
 def find_opa() -> str:
@@ -68,20 +78,36 @@ class OpaProcess:
                  capture_output: bool = False, log_level: str = "error"):
         self.opa_bin = opa_bin or find_opa()
         self.args = list(args)
+        self.fixed_port = port is not None
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.capture_output = capture_output
         self.log_level = log_level
+        self.instance = secrets.token_hex(8)  # a label only this process has (see _answers_as_ours)
         self.proc: subprocess.Popen | None = None
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def command(self) -> list[str]:
         return [self.opa_bin, "run", "--server", "--addr", f"127.0.0.1:{self.port}", "--log-level", self.log_level,
-                "--skip-version-check", *self.args]
+                "--skip-version-check", "--set", f"labels.{INSTANCE_LABEL}={self.instance}", *self.args]
 
     def start(self, *, wait_bundle: bool = True, timeout: float = 30.0) -> "OpaProcess":
-        """Start OPA and return once it answers /health (with `wait_bundle`: once its bundles are active)."""
+        """Start OPA and return once it answers /health (with `wait_bundle`: once its bundles are active).
+        A port of our choosing that another server took first is given up for a new one."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return self._start_once(wait_bundle, timeout)
+            except PortTaken:
+                if self.fixed_port or attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, wait_bundle: bool, timeout: float) -> "OpaProcess":
         pipe = subprocess.PIPE if self.capture_output else None
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=pipe,
                                      stderr=subprocess.STDOUT if self.capture_output else None, text=True)
@@ -92,18 +118,39 @@ class OpaProcess:
         health = f"{self.url}/health" + ("?bundles" if wait_bundle else "")
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
+            exited = self.proc.poll() is not None
+            owner = self._ready_server(health)
+            if owner == self.instance and not exited:
+                return self
+            if owner is not None and owner != self.instance:
+                self.stop()
+                raise PortTaken(f"another server answers on 127.0.0.1:{self.port}, not the OPA regate started")
+            if exited:
                 raise OpaProcessError(f"OPA exited with status {self.proc.returncode}" + self._tail())
-            try:
-                with urllib.request.urlopen(health, timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except (OSError, urllib.error.HTTPError):
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise OpaProcessError(f"OPA did not become ready within {timeout:.0f}s" + self._tail())
             time.sleep(0.05)
+
+    def _ready_server(self, health: str) -> str | None:
+        """The instance label of the server that answers `health` on our port ("" for a server that is
+        not one we started), None while nothing is ready. Another process may bind the port between
+        free_port() and OPA's bind: ours then exits, and without this check its caller would query the
+        other server (two audit OPAs started at once did exactly that)."""
+        try:
+            with urllib.request.urlopen(health, timeout=1) as resp:
+                if resp.status != 200:
+                    return None
+        except (OSError, ValueError):
+            return None
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/config", timeout=1) as resp:
+                labels = json.load(resp).get("result", {}).get("labels", {})
+        except urllib.error.HTTPError:
+            return ""  # an answer, from a server that is no OPA of ours
+        except (OSError, ValueError):
+            return None
+        return str(labels.get(INSTANCE_LABEL, "")) if isinstance(labels, dict) else ""
 
     def _drain(self, stream) -> None:
         for line in stream:
