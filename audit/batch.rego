@@ -8,6 +8,7 @@
 package regate_audit.batch
 
 import data.regate.authz
+import data.regate.budgets
 import data.regate.identity
 import data.regate.routes
 
@@ -24,6 +25,26 @@ outcomes := [answer |
 
 # The decision's allow, status and reasons, without its message and subject (a fifth less work).
 _answer := [authz.allow, authz.status, authz.reasons]
+
+# METADATA
+# title: Route profiles
+# description: >-
+#   What the built-in checks read of each path in input.paths: whether it is canonical,
+#   which route tables (data.regate.tables.routes) list it, and whether it spends against
+#   budgets. They read the path through nothing else (tests/audit/test_route_profiles.py
+#   holds every generated module to that), so two paths with one profile get the same
+#   decision from every caller, and the audit tools ask OPA about one path of each profile.
+# entrypoint: true
+route_profiles := [profile |
+	some path in input.paths
+	profile := _route_profile with input as {"request": {"path": path}}
+]
+
+_route_profile := {
+	"canonical": routes.canonical,
+	"tables": {key | some key, _ in data.regate.tables.routes; routes._in(key)},
+	"spends": input.request.path in budgets.spending_routes,
+}
 
 # METADATA
 # title: Explanations

@@ -155,6 +155,14 @@ class Evaluator:
             answers = pool.map(lambda chunk: self._query("outcomes", chunk), chunks)
             return [Outcome(allow, status, tuple(reasons)) for answer in answers for allow, status, reasons in answer]
 
+    def route_profiles(self, paths: list[str]) -> list[dict]:
+        """What the built-in checks read of each path (batch.rego route_profiles), in order."""
+        answer = self._send("POST", "/v1/data/regate_audit/batch/route_profiles", {"input": {"paths": paths}})
+        result = (answer or {}).get("result")
+        if not isinstance(result, list) or len(result) != len(paths):
+            raise EvaluationError(f"OPA answered route_profiles with {str(answer)[:300]}")
+        return result
+
     def explain(self, case: Case) -> dict:
         """{"decision", "denials", "reason_order"} for one case."""
         return self._query("explanations", self._inputs([case]))[0]

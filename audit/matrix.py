@@ -7,6 +7,7 @@ are decided by one real OPA in a few batch queries (evaluate.py).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -46,23 +47,41 @@ def refused_by_enforcer(config: Config, principal: Principal) -> Outcome | None:
     return None
 
 
-def decide(config: Config, principals: list[Principal], requests: list[Request]) -> dict[tuple[str, Request], Outcome]:
-    """The outcome of every principal × request under `config`, keyed by (principal key, request)."""
-    asked: list[tuple[str, Request]] = []
-    cases: list[Case] = []
+def decide(config: Config, principals: list[Principal], requests: list[Request], *,
+           group_paths: bool = True) -> dict[tuple[str, Request], Outcome]:
+    """The outcome of every principal × request under `config`, keyed by (principal key, request).
+
+    With `group_paths`, OPA decides one request of each (route profile, model) for every
+    principal, and the others of its group take that decision (see stand_ins)."""
     outcomes: dict[tuple[str, Request], Outcome] = {}
+    asked = []
     for principal in principals:
         refused = refused_by_enforcer(config, principal)
-        for request in requests:
-            if refused is not None:
-                outcomes[(principal.key, request)] = refused
-                continue
-            asked.append((principal.key, request))
-            cases.append(Case(request_input(principal, *request), principal.store))
-    if cases:
-        with Evaluator(config) as opa:
-            outcomes.update(zip(asked, opa.outcomes(cases)))
+        if refused is None:
+            asked.append(principal)
+        else:
+            outcomes.update(((principal.key, request), refused) for request in requests)
+    if not asked:
+        return outcomes
+    with Evaluator(config) as opa:
+        stand_in = stand_ins(opa, config, requests) if group_paths else {r: r for r in requests}
+        distinct = list(dict.fromkeys(stand_in.values()))
+        cases = [Case(request_input(p, *request), p.store) for p in asked for request in distinct]
+        decided = dict(zip([(p.key, request) for p in asked for request in distinct], opa.outcomes(cases)))
+    outcomes.update(((p.key, request), decided[(p.key, stand_in[request])]) for p in asked for request in requests)
     return outcomes
+
+
+def stand_ins(opa: Evaluator, config: Config, requests: list[Request]) -> dict[Request, Request]:
+    """For each request, the first request with its path's route profile and its model: the built-in
+    checks read a path only through its profile (batch.rego), so both get the same decision from
+    every caller. A custom policy may read the path in any way: then each request stands for itself."""
+    if config.policy.custom_policies.value:
+        return {r: r for r in requests}
+    paths = list(dict.fromkeys(path for path, _ in requests))
+    profiles = {path: json.dumps(profile, sort_keys=True) for path, profile in zip(paths, opa.route_profiles(paths))}
+    first: dict[tuple[str, str | None], Request] = {}
+    return {(path, model): first.setdefault((profiles[path], model), (path, model)) for path, model in requests}
 
 
 @dataclass(frozen=True)

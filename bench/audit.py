@@ -1,4 +1,4 @@
-"""Scenario 5 — the audit tools at scale: `regate matrix` and `regate diff` of configs with 1,000 routes.
+"""Scenario 6 — the audit tools at scale: `regate matrix` and `regate diff` of configs with 1,000 routes.
 
 Prints a markdown table; nothing here asserts. Usage:
     .venv/bin/python bench/audit.py [--runs 3] [--routes 1000] [--teams 50]
@@ -6,7 +6,7 @@ Prints a markdown table; nothing here asserts. Usage:
 The config: the routes in team_allowed_routes (every tenth one a template) beside openai_routes,
 admins on management and spend routes, users by `sub` with email domains. The NEW config of the
 diff adds ten routes, /key/generate and an email domain. The teams are extra team-token rows
-(`--team`): the config cannot name teams today, so that is how a reviewer gets a row per team.
+(`--team`): teams live in the store, not in the config, so that is how a reviewer gets a row per team.
 Each command runs as a reviewer runs it (a `regate` process, its OPA, the JSON written to a
 file); reported: wall time (median and each run) and CPU time of regate + its OPA.
 """
