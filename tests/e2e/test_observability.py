@@ -139,8 +139,9 @@ def test_one_json_access_line_per_request(client, enforcer, opa, idp, fresh_upst
         decision_id = line[name]["decision_id"]
         assert isinstance(decision_id, str) and decision_id in logged, (name, line[name])
         assert logged[decision_id]["input"]["request"]["path"] == path
-        # Masked by the bundle's policy: of the token's claims only the ids stay (team_id, sub).
-        assert logged[decision_id]["input"]["credential"]["claims"] == {"team_id": "team-logs", "sub": "log-user"}
+        # Masked by the bundle's policy: of the token's claims only the ids stay (team_id, sub, iss).
+        assert logged[decision_id]["input"]["credential"]["claims"] == {"team_id": "team-logs", "sub": "log-user",
+                                                                       "iss": idp.issuer}
         assert logged[decision_id]["masked"] == ["/input/credential/claims"]
         assert logged[decision_id]["erased"] == ["/result/subject/email"]
     assert "log-user@example.com" not in "\n".join(opa.log_lines)
@@ -174,7 +175,8 @@ def test_managed_opa_logs_the_decisions_the_access_log_names(idp, upstream, tmp_
     assert logged[decision_id]["input"]["request"]["path"] == "/v1/models"
     assert token not in managed.output and MASTER_KEY not in managed.output  # claims are logged, never credentials
     # ... and only the id claims: the managed OPA names the bundle's mask policy too.
-    assert logged[decision_id]["input"]["credential"]["claims"] == {"team_id": "team-managed", "sub": "managed-user"}
+    assert logged[decision_id]["input"]["credential"]["claims"] == {"team_id": "team-managed", "sub": "managed-user",
+                                                                   "iss": idp.issuer}
     assert "managed-user@example.com" not in managed.output
 
 
