@@ -45,6 +45,9 @@ class Decision:
     upsert_user: bool
     upsert_team: bool = False  # create subject.team_id's record (team_id_upsert)
     decision_id: str | None = None  # OPA's, when its decision log is on: the access log names it
+    # On an allow: how much more the budgets that apply may be spent before the decision could
+    # change (the decision cache reuses it for the same input while no spend grew as much); None: no bound.
+    budget_headroom_nanos: int | None = None
 
     @property
     def reason(self) -> str | None:
@@ -63,6 +66,7 @@ def parse_decision(result: Any) -> Decision:
     subject = result.get("subject")
     upsert = result.get("upsert_user")
     upsert_team = result.get("upsert_team")
+    headroom = result.get("budget_headroom_nanos")  # absent from bundles of older regate versions: no bound
     well_formed = (
         isinstance(allow, bool)
         and isinstance(status, int) and not isinstance(status, bool)
@@ -73,13 +77,18 @@ def parse_decision(result: Any) -> Decision:
         and isinstance(upsert, bool)
         and isinstance(upsert_team, bool)
         and (not upsert_team or (allow and isinstance(subject.get("team_id"), str)))  # a team to create is named
+        and (headroom is None or _positive_int(headroom) and allow)  # a budget left on an allow only
         # An allow must be unambiguous: no reasons, status 200. A deny must carry a reason and an error status.
         and ((allow and status == 200 and not reasons) or (not allow and reasons and 400 <= status <= 599))
     )
     if not well_formed:
         raise DecisionError("the policy returned a malformed decision", code="decision_malformed")
     return Decision(allow, status, tuple(reasons), message, role,
-                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert, upsert_team)
+                    {k: subject.get(k) for k in _SUBJECT_KEYS}, upsert, upsert_team, budget_headroom_nanos=headroom)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def encode_input(input_doc: dict) -> bytes:

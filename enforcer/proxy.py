@@ -58,6 +58,7 @@ class _SpendContext:
         )
         self.started_at = datetime.now(timezone.utc)
         self.prompt_estimate = 0  # set for streams: the prompt's tokens if the usage never comes
+        self.tokens = 0  # the call's, once recorded
 
     def admit(self, standing) -> None:
         """Count the request against the rate limits of the principals it spends for (of a token's
@@ -66,7 +67,9 @@ class _SpendContext:
         if limits:
             self.admission = self.limiter.admit(self.base["request_id"], limits)
 
-    def record(self, call, status: str) -> None:
+    def record(self, call, status: str, *, release: bool = True) -> None:
+        """Count the call's spend (at once: this worker's next decision sees it) and, unless the
+        caller releases later (release_after), its rate-limit counters."""
         if self.recorded:
             return
         self.recorded = True
@@ -91,7 +94,16 @@ class _SpendContext:
         )
         self.budgets.spent(record)
         self.writer.submit(record)
-        self._release(prompt + completion)
+        self.tokens = prompt + completion
+        if release:
+            self._release(self.tokens)
+
+    def release_after(self, response: Response) -> None:
+        """Release the counters once the response is sent, so the client does not wait for that
+        round trip to the counters: the release leaves right after the last byte, before this
+        worker serves anything else (a response's tokens count against tpm from then on)."""
+        if self.admission is not None:
+            response.call_on_close(lambda: self._release(self.tokens))
 
     def refused(self) -> None:
         """The upstream was never called (a bad request): nothing to record, the counters released."""
@@ -145,8 +157,10 @@ def _forward(kind: str):
             return from_error(e)
         finally:
             call.close()
-        spend.record(call, "success" if call.ok else "failure")
-        return _with_limits(Response(json.dumps(data), status=call.status, headers=call.headers), spend)
+        spend.record(call, "success" if call.ok else "failure", release=False)
+        response = _with_limits(Response(json.dumps(data), status=call.status, headers=call.headers), spend)
+        spend.release_after(response)
+        return response
     spend.prompt_estimate = prompt_tokens(kind, body)  # now: the body is not kept for a drain
     # Not direct_passthrough: Werkzeug would hand the bare generator to the server, and the
     # response's close callbacks (access log line, in-flight gauge) would never run.

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 LEASE_SECONDS = 300  # a request in flight counts this long unless renewed (its stream renews it)
 RENEW_AFTER = 60
+MAX_REDIS_CONNECTIONS = 32  # per worker; a call holds one for a round trip of microseconds
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,12 @@ class RedisLimiter(RateLimiter):
 
         self._errors = (redis.RedisError, OSError)
         # A busy worker reads a prompt answer late: the read timeout is generous, the connect one short.
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                            health_check_interval=30)
+        # Each greenlet waiting for an answer holds a connection: a bounded pool where a burst waits
+        # its turn (up to `timeout`), not redis-py's default that refuses the 101st (a 503 per request).
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_REDIS_CONNECTIONS, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=connect_timeout, health_check_interval=30)
+        self._client = redis.Redis(connection_pool=pool)
         self._admit = self._client.register_script(_ADMIT)
         self._release = self._client.register_script(_RELEASE)
         self._renew_script = self._client.register_script(_RENEW)
@@ -255,6 +260,7 @@ class RedisLimiter(RateLimiter):
 
     def close(self) -> None:
         self._client.close()
+        self._client.connection_pool.disconnect()  # a pool given to the client is not closed with it
 
 
 # -- one host: SQLite ------------------------------------------------------------------------
@@ -267,31 +273,58 @@ CREATE TABLE IF NOT EXISTS in_flight (name TEXT, request_id TEXT, expires REAL N
 """
 
 
+_FIRST_PAUSE = 0.0002  # seconds; a transaction here takes tens of microseconds
+_LONGEST_PAUSE = 0.005
+
+
+def _locked(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
+        or "locked" in str(error)
+
+
 class SqliteLimiter(RateLimiter):
     """Counters in an SQLite file shared by one host's workers (not by other hosts: use Redis there).
 
     Each step is one BEGIN IMMEDIATE transaction: SQLite's write lock on the file makes it
     atomic across processes. The transaction makes no gevent switch (no socket I/O), so one
-    connection per worker serves all its greenlets.
+    connection per worker serves all its greenlets. A worker that finds the lock taken waits
+    with time.sleep, which gevent makes a switch: SQLite's own busy handler would sleep in C
+    (1, 2, 5, 10 ms, ...) and stall every request of the worker meanwhile.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, clock=time.time, busy_timeout: float = 5.0):
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self._busy_timeout = busy_timeout
         try:
             self._db = sqlite3.connect(str(self._path), timeout=busy_timeout, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=OFF")  # counters, not records: losing the last ones in a crash is fine
             self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA busy_timeout = 0")  # from now on _begin waits, cooperatively
         except sqlite3.Error as e:
             raise LimiterUnavailable(f"rate limits cannot be checked: {self._path} is not usable ({e})") from None
         self._last_sweep = 0
 
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting for another worker's transaction (short: no I/O in any)."""
+        deadline = time.monotonic() + self._busy_timeout
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if not _locked(e) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
+
     def _tx(self, step):
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 result = step(self._db)
             except BaseException:

@@ -110,3 +110,31 @@ def test_litellm_full_budgets(opa_for, label, doc, allow, status, reason, team):
 def test_the_team_budget_is_reported_before_the_proxys(opa_for):
     doc = jwt(CLIENT, facts=facts("team-a", budgets=spent({"team-a": OVER}, proxy={"spend_nanos": PROXY})))
     assert opa_for("cases/litellm-full").decide(doc)["message"].startswith("Budget has been exceeded! Team=team-a ")
+
+
+# budget_headroom_nanos: on an allow, the smallest max - spend over the budgets that apply (the
+# decision cache reuses the allow while no spend grew as much); null when none applies or on a deny.
+HEADROOM_TABLE = [
+    ("the key's budget alone", "examples/regate", request(key(), facts=facts("team-a", budgets=spent(key=UNDER))),
+     5_000_000_000 - 1_000_000),
+    ("the smaller of the key's and its team's", "examples/regate",
+     request(key(), facts=facts("team-a", budgets=spent({"team-a": dict(UNDER, spend_nanos=4_999_000_000)}, key=UNDER))),
+     1_000_000),
+    ("another team's budget does not count", "examples/regate",
+     groups(spent({"team-b": UNDER, "team-c": dict(UNDER, spend_nanos=4_999_999_999)})), 5_000_000_000 - 1_000_000),
+    ("an internal user's budget", "examples/regate",
+     jwt(USER, facts=dict(KNOWN_USER, budgets=spent(user=dict(UNDER, id="u1")))), 5_000_000_000 - 1_000_000),
+    ("no budget applies: no bound", "examples/regate",
+     request(key(), path="/v1/models", facts=facts("team-a", budgets=spent(key=UNDER))), None),
+    ("no budget facts: no bound", "examples/regate", request(key(), facts=facts("team-a")), None),
+    ("a deny: no bound", "examples/regate", request(key(), facts=facts("team-a", budgets=spent(key=OVER))), None),
+    ("the proxy's budget from the config", "cases/litellm-full",
+     jwt(CLIENT, facts=facts("team-a", budgets=spent(proxy={"spend_nanos": PROXY - 7}))), 7),
+    ("the master key spends no budget", "cases/litellm-full",
+     request({"type": "master_key"}, facts={"budgets": spent(proxy={"spend_nanos": PROXY - 7})}), None),
+]
+
+
+@pytest.mark.parametrize("label,bundle,doc,headroom", HEADROOM_TABLE, ids=[r[0] for r in HEADROOM_TABLE])
+def test_an_allow_reports_the_budget_headroom(opa_for, label, bundle, doc, headroom):
+    assert opa_for(bundle).decide(doc)["budget_headroom_nanos"] == headroom

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from regate.common.errors import DecisionError
-from regate.enforcer.decisions import OpaClient
+from regate.enforcer.decisions import OpaClient, parse_decision
 from tests.support.scripted_server import ScriptedServer
 
 ALLOW = {"allow": True, "status": 200, "reasons": [], "message": "", "role": "team", "upsert_user": False,
@@ -87,3 +87,20 @@ def test_an_answer_dripped_byte_by_byte_is_bounded_by_the_timeout(server):
         client.decide({"request": {}})
     assert err.value.code == "decision_timeout"
     client.close()
+
+
+@pytest.mark.parametrize("headroom,allow", [(0, True), (-5, True), (1.5, True), (True, True), ("7", True), (7, False)])
+def test_a_budget_headroom_must_be_a_positive_integer_on_an_allow(headroom, allow):
+    # The decision cache reuses an allow on it: a malformed one fails closed like any malformed decision.
+    result = dict(ALLOW, budget_headroom_nanos=headroom)
+    if not allow:
+        result.update(allow=False, status=400, reasons=["budget_exceeded"])
+    with pytest.raises(DecisionError) as err:
+        parse_decision(result)
+    assert err.value.code == "decision_malformed"
+
+
+def test_a_decision_without_a_headroom_has_no_bound():
+    # Bundles compiled before the field existed: reused for the identical input only.
+    assert parse_decision(ALLOW).budget_headroom_nanos is None
+    assert parse_decision(dict(ALLOW, budget_headroom_nanos=7)).budget_headroom_nanos == 7

@@ -51,26 +51,46 @@ _applies if {
 	input.request.path in spending_routes
 }
 
-_messages["key"] := sprintf("Budget has been exceeded! Current cost: %s, Max budget: %s%s", _figures(b, b.max_budget_nanos)) if {
+# The budgets that apply to this request (all but the spend checks of _messages): kind -> the
+# principal's facts and its budget.
+_applying["key"] := {"facts": b, "max": b.max_budget_nanos} if {
 	_applies
 	input.credential.type == "virtual_key"
 	b := input.facts.budgets.key
-	_reached(b, b.max_budget_nanos)
 }
 
-_messages["team"] := sprintf("Budget has been exceeded! Team=%s Current cost: %s, Max budget: %s%s", array.concat([teams.selected], _figures(b, b.max_budget_nanos))) if {
+_applying["team"] := {"facts": b, "max": b.max_budget_nanos} if {
 	_applies
 	roles.role == "team"
 	b := input.facts.budgets.teams[teams.selected]
-	_reached(b, b.max_budget_nanos)
 }
 
-_messages["user"] := sprintf("ExceededBudget: User=%s over budget. Spend=%s, Budget=%s%s", array.concat([b.id], _figures(b, b.max_budget_nanos))) if {
+_applying["user"] := {"facts": b, "max": b.max_budget_nanos} if {
 	_applies
 	roles.role == "internal_user"
 	b := input.facts.budgets.user
 	b.id == identity.user_id
-	_reached(b, b.max_budget_nanos)
+}
+
+_applying["end_user"] := {"facts": b, "max": _end_user_max(b)} if {
+	_applies
+	b := input.facts.budgets.end_user
+	b.id == identity.end_user_id
+}
+
+_messages["key"] := sprintf("Budget has been exceeded! Current cost: %s, Max budget: %s%s", _figures(a.facts, a.max)) if {
+	a := _applying.key
+	_reached(a.facts, a.max)
+}
+
+_messages["team"] := sprintf("Budget has been exceeded! Team=%s Current cost: %s, Max budget: %s%s", array.concat([teams.selected], _figures(a.facts, a.max))) if {
+	a := _applying.team
+	_reached(a.facts, a.max)
+}
+
+_messages["user"] := sprintf("ExceededBudget: User=%s over budget. Spend=%s, Budget=%s%s", array.concat([a.facts.id], _figures(a.facts, a.max))) if {
+	a := _applying.user
+	_reached(a.facts, a.max)
 }
 
 _messages["user"] := sprintf("budget facts are about user %s, not %s", [b.id, identity.user_id]) if {
@@ -79,12 +99,9 @@ _messages["user"] := sprintf("budget facts are about user %s, not %s", [b.id, id
 	b.id != identity.user_id
 }
 
-_messages["end_user"] := sprintf("ExceededBudget: End User=%s over budget. Spend=%s, Budget=%s%s", array.concat([b.id], _figures(b, max))) if {
-	_applies
-	b := input.facts.budgets.end_user
-	b.id == identity.end_user_id
-	max := _end_user_max(b)
-	_reached(b, max)
+_messages["end_user"] := sprintf("ExceededBudget: End User=%s over budget. Spend=%s, Budget=%s%s", array.concat([a.facts.id], _figures(a.facts, a.max))) if {
+	a := _applying.end_user
+	_reached(a.facts, a.max)
 }
 
 _messages["end_user"] := sprintf("budget facts are about end user %s, not %s", [b.id, identity.end_user_id]) if {
@@ -92,6 +109,18 @@ _messages["end_user"] := sprintf("budget facts are about end user %s, not %s", [
 	b := input.facts.budgets.end_user
 	b.id != identity.end_user_id
 }
+
+# How much more the budgets that apply may be spent before one is reached: the smallest
+# max - spend among them, or undefined when none applies. The enforcer reuses an allow
+# decided for the same input apart from the spend figures while no principal's spend
+# has grown by this much since (decision.budget_headroom_nanos; not with custom policies,
+# which may read any fact).
+headroom := min(_spendable) if {
+	not exceeded
+	count(_spendable) > 0
+}
+
+_spendable := {left | some a in _applying; is_number(a.max); left := a.max - a.facts.spend_nanos}
 
 _end_user_max(b) := b.max_budget_nanos if {
 	is_number(b.max_budget_nanos)

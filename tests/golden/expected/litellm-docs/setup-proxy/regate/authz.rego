@@ -63,7 +63,7 @@ reason_status := {
 # title: Decision
 # description: >-
 #   {"allow", "status", "reasons", "message", "role", "subject", "upsert_user",
-#   "upsert_team"}; defined for every input.
+#   "upsert_team", "budget_headroom_nanos"}; defined for every input.
 # entrypoint: true
 decision := {
 	"allow": allow,
@@ -74,6 +74,7 @@ decision := {
 	"subject": subject,
 	"upsert_user": upsert_user,
 	"upsert_team": upsert_team,
+	"budget_headroom_nanos": budget_headroom_nanos,
 }
 
 reasons := [code | some code in reason_order; denials[code]]
@@ -105,6 +106,14 @@ upsert_team if {
 	roles.role == "team"
 	teams.upserts_selected
 }
+
+# On an allow, how much more the budgets that apply may be spent before the decision could
+# change (regate/budgets.rego): the enforcer reuses this allow for the same request while
+# no spend in input.facts.budgets has grown by as much. null: no such bound, the decision
+# is reused only for the identical input.
+default budget_headroom_nanos := null
+
+budget_headroom_nanos := budgets.headroom if allow
 
 # Who the request is attributed to; only team requests run as a team.
 subject := {
