@@ -21,7 +21,7 @@ from . import files
 ENFORCER_PORT = 4000
 # What the enforcer reads from the environment besides the config's os.environ/ references.
 JWT_VARIABLES = {"JWT_PUBLIC_KEY_URL", "JWT_AUDIENCE", "JWT_ISSUER"}
-SECRET_VARIABLES = {"LITELLM_MASTER_KEY", "OPENAI_API_KEY", "AZURE_API_KEY", "DATABASE_URL"}
+SECRET_VARIABLES = {"LITELLM_MASTER_KEY", "OPENAI_API_KEY", "AZURE_API_KEY", "DATABASE_URL", "REDIS_URL"}
 READINESS, LIVENESS = "/health/readiness", "/health/liveliness"
 
 
@@ -188,7 +188,9 @@ def test_probe_paths_are_routes_of_the_services(tmp_path):
 def test_compose_gives_the_enforcer_every_variable_it_needs(compose, image_spec):
     environment = compose["services"]["enforcer"]["environment"]
     assert required_env() | {"REGATE_OPA_URL", "DATABASE_URL"} <= set(environment)
-    for name in SECRET_VARIABLES - {"DATABASE_URL"}:
+    # One enforcer: its workers count rate limits exactly in the host's SQLite file, no Redis needed.
+    assert "REDIS_URL" not in environment and compose["services"]["enforcer"].get("scale", 1) == 1
+    for name in SECRET_VARIABLES - {"DATABASE_URL", "REDIS_URL"}:
         assert environment[name].startswith("${" + name + ":?"), f"{name} must be required, from deploy/.env"
 
 
@@ -344,7 +346,8 @@ def test_probes_hit_the_paths_and_ports_the_services_serve():
 def test_kubernetes_gives_the_enforcer_every_variable_it_needs():
     enforcer = files.pod_containers(enforcer_deployment())["enforcer"]
     env = {e["name"]: e for e in enforcer["env"]}
-    assert required_env() | {"REGATE_OPA_URL", "DATABASE_URL"} <= set(env)
+    # Two replicas share the store and the rate-limit counters (else each pod would count its own).
+    assert required_env() | {"REGATE_OPA_URL", "DATABASE_URL", "REDIS_URL"} <= set(env)
     settings = files.k8s_object("ConfigMap", "regate-settings")["data"]
     secret = files.k8s_object("Secret", "regate-secrets")["stringData"]
     for name, entry in env.items():
@@ -359,6 +362,7 @@ def test_kubernetes_gives_the_enforcer_every_variable_it_needs():
     # Placeholders that fail closed: the master key is not an sk- key, the database host does not resolve.
     assert not secret["LITELLM_MASTER_KEY"].startswith("sk-")
     assert urlsplit(secret["DATABASE_URL"]).hostname.endswith(".invalid")
+    assert urlsplit(secret["REDIS_URL"]).hostname.endswith(".invalid")
 
 
 def test_secret_template_is_left_out_of_the_labelled_apply(k8s):
