@@ -97,10 +97,12 @@ class OpaProcess:
 
     def start(self, *, wait_bundle: bool = True, timeout: float = 30.0) -> "OpaProcess":
         """Start OPA and return once it answers /health (with `wait_bundle`: once its bundles are active).
-        A port of our choosing that another server took first is given up for a new one."""
+        A port of our choosing that another server took before the first start is given up for a new one."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
-                return self._start_once(wait_bundle, timeout)
+                self._start_once(wait_bundle, timeout)
+                self.fixed_port = True  # a restart comes back where its clients look for it
+                return self
             except PortTaken:
                 if self.fixed_port or attempt == PORT_ATTEMPTS:
                     raise

@@ -32,3 +32,13 @@ def test_a_chosen_port_taken_meanwhile_is_given_up_for_another(opa_bin, other_op
         assert mine.port != other_opa.port
         assert mine._ready_server(f"{mine.url}/health") == mine.instance
         assert other_opa._ready_server(f"{other_opa.url}/health") == other_opa.instance
+
+
+def test_a_restart_keeps_its_port(opa_bin):
+    with OpaProcess([], opa_bin=opa_bin, capture_output=True) as mine:
+        port = mine.port
+        mine.stop()
+        with OpaProcess([], port=port, opa_bin=opa_bin, capture_output=True):  # someone took it meanwhile
+            with pytest.raises(PortTaken):
+                mine.start(wait_bundle=False)
+        assert mine.port == port

@@ -10,6 +10,8 @@ import http.server
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -84,9 +86,16 @@ def opa_replaced(opa, enforcer):
         wait_ready(enforcer.url)
 
 
-def wait_ready(url: str, timeout: float = 20.0) -> None:
+def wait_ready(url: str, timeout: float = 45.0) -> None:
     """Until readiness is 200 again (OPA has its bundle and the blocked-team state is re-loaded)."""
-    wait_for_http(f"{url}/health/readiness", timeout=timeout)
+    try:
+        wait_for_http(f"{url}/health/readiness", timeout=timeout)
+    except TimeoutError as e:
+        try:  # which check is still failing, for the report
+            urllib.request.urlopen(f"{url}/health/readiness", timeout=5)
+        except urllib.error.HTTPError as answer:
+            raise TimeoutError(f"{e}: {answer.read()[:300]!r}") from None
+        raise
 
 
 def assert_fails_closed(client, idp, upstream, *, codes: tuple[str, ...]) -> list[str]:
