@@ -130,8 +130,9 @@ class Evaluator:
             raise EvaluationError(f"OPA did not answer {method} {path}: {e}") from None
         return json.loads(raw) if raw else None
 
-    def _query(self, rule: str, cases: list[dict]) -> list:
-        answer = self._send("POST", f"/v1/data/regate_audit/batch/{rule}", {"input": {"cases": cases}})
+    def _query(self, rule: str, cases: list, *, field: str = "cases") -> list:
+        """batch.<rule> for input.<field> = cases: one answer per case, in order."""
+        answer = self._send("POST", f"/v1/data/regate_audit/batch/{rule}", {"input": {field: cases}})
         result = (answer or {}).get("result")
         if not isinstance(result, list) or len(result) != len(cases):
             raise EvaluationError(f"OPA answered {rule} with {str(answer)[:300]}")
@@ -157,11 +158,7 @@ class Evaluator:
 
     def route_profiles(self, paths: list[str]) -> list[dict]:
         """What the built-in checks read of each path (batch.rego route_profiles), in order."""
-        answer = self._send("POST", "/v1/data/regate_audit/batch/route_profiles", {"input": {"paths": paths}})
-        result = (answer or {}).get("result")
-        if not isinstance(result, list) or len(result) != len(paths):
-            raise EvaluationError(f"OPA answered route_profiles with {str(answer)[:300]}")
-        return result
+        return self._query("route_profiles", paths, field="paths")
 
     def explain(self, case: Case) -> dict:
         """{"decision", "denials", "reason_order"} for one case."""
