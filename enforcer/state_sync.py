@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 import uuid
 
 from regate.common.errors import RegateError
@@ -138,6 +139,14 @@ class BlockSync:
                 metrics.STATE_SYNCS.labels("loop", "error").inc()
                 log.warning("blocked-team sync failed (%s): %s", e.code, e.message)
                 self._seq = None  # start over with a full load once things are back
+            except Exception as e:  # noqa: BLE001 - the loop must outlive any one failure
+                # A dead loop would leave the state unloaded for good (readiness 503 forever).
+                # The type and where it was raised, not the message: a driver's may carry a URL.
+                metrics.STATE_SYNCS.labels("loop", "error").inc()
+                where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+                log.error("blocked-team sync failed unexpectedly (%s at %s:%s); retrying", type(e).__name__,
+                          where.filename if where else "?", where.lineno if where else "?")
+                self._seq = None
             tick += 1
             self._wake.wait(self._poll)
             self._wake.clear()

@@ -83,18 +83,20 @@ def opa_replaced(opa, enforcer):
             yield fake
     finally:
         opa.start()
-        wait_ready(enforcer.url)
+        wait_ready(enforcer)
 
 
-def wait_ready(url: str, timeout: float = 45.0) -> None:
+def wait_ready(enforcer, timeout: float = 45.0) -> None:
     """Until readiness is 200 again (OPA has its bundle and the blocked-team state is re-loaded)."""
+    url = enforcer.url
     try:
         wait_for_http(f"{url}/health/readiness", timeout=timeout)
     except TimeoutError as e:
-        try:  # which check is still failing, for the report
+        try:  # which check is still failing, and what the enforcer logged, for the report
             urllib.request.urlopen(f"{url}/health/readiness", timeout=5)
         except urllib.error.HTTPError as answer:
-            raise TimeoutError(f"{e}: {answer.read()[:300]!r}") from None
+            logged = [line for line in enforcer.output.splitlines() if '"path"' not in line][-40:]
+            raise TimeoutError(f"{e}: {answer.read()[:300]!r}\n" + "\n".join(logged)) from None
         raise
 
 
@@ -146,7 +148,7 @@ def test_opa_stopped_fails_closed_then_recovers(client, idp, opa, enforcer, fres
         time.sleep(0.1)
     assert status == 200, body
     assert fresh_upstream.last_request.path == "/v1/chat/completions"
-    wait_ready(enforcer.url)
+    wait_ready(enforcer)
     assert client.get("/health/readiness")[0] == 200
 
 

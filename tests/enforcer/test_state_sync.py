@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,38 @@ def test_a_state_that_is_not_from_this_block_log_is_replaced(store, opa_url, mar
     sync = BlockSync(store, OpaClient(opa_url))
     sync.sync_once()
     assert blocked_in_opa(opa_url) == {"real-team": True}
+
+
+class FlakyStore:
+    """A store whose snapshot fails `failures` times with an error no layer turned into a RegateError."""
+
+    def __init__(self, store: Store, failures: int):
+        self._store = store
+        self.failures = failures
+
+    def blocked_teams_snapshot(self):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("postgresql://regate:s3cret@db/regate went away")
+        return self._store.blocked_teams_snapshot()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_the_loop_outlives_an_unexpected_error_and_loads_the_state(store, opa_url, caplog):
+    store.set_team_blocked("team-x", True)
+    flaky = FlakyStore(store, failures=2)
+    sync = BlockSync(flaky, OpaClient(opa_url), poll_interval=0.01)
+    sync.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not sync.loaded and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sync.loaded and flaky.failures == 0
+        assert blocked_in_opa(opa_url) == {"team-x": True}
+    finally:
+        sync.stop()
+    failures = [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage()]
+    assert len(failures) == 2 and all("RuntimeError at" in m for m in failures)
+    assert "s3cret" not in caplog.text
