@@ -82,7 +82,7 @@ class OpaProcess:
         self.port = port or free_port()
         self.capture_output = capture_output
         self.log_level = log_level
-        self.instance = secrets.token_hex(8)  # a label only this process has (see _answers_as_ours)
+        self.instance = secrets.token_hex(8)  # a label only this process has (see _ready_server)
         self.proc: subprocess.Popen | None = None
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
