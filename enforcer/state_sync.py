@@ -135,18 +135,15 @@ class BlockSync:
         while not self._stop.is_set():
             try:
                 self.sync_once(tick)
-            except RegateError as e:
+            except Exception as e:  # noqa: BLE001 - a dead loop would leave the state unloaded for good (503)
                 metrics.STATE_SYNCS.labels("loop", "error").inc()
-                log.warning("blocked-team sync failed (%s): %s", e.code, e.message)
+                if isinstance(e, RegateError):
+                    log.warning("blocked-team sync failed (%s): %s", e.code, e.message)
+                else:  # the type and where it was raised, not the message: a driver's may carry a URL
+                    where = traceback.extract_tb(e.__traceback__)[-1]
+                    log.error("blocked-team sync failed unexpectedly (%s at %s:%s); retrying", type(e).__name__,
+                              where.filename, where.lineno)
                 self._seq = None  # start over with a full load once things are back
-            except Exception as e:  # noqa: BLE001 - the loop must outlive any one failure
-                # A dead loop would leave the state unloaded for good (readiness 503 forever).
-                # The type and where it was raised, not the message: a driver's may carry a URL.
-                metrics.STATE_SYNCS.labels("loop", "error").inc()
-                where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-                log.error("blocked-team sync failed unexpectedly (%s at %s:%s); retrying", type(e).__name__,
-                          where.filename if where else "?", where.lineno if where else "?")
-                self._seq = None
             tick += 1
             self._wake.wait(self._poll)
             self._wake.clear()
