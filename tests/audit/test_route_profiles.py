@@ -76,7 +76,8 @@ def test_paths_of_one_profile_stand_in_for_each_other(opa_bin, monkeypatch):
     with Evaluator(config) as opa:
         stand_in = matrix.stand_ins(opa, config, requests)
     assert stand_in[("/key/generate", None)] == stand_in[("/key/delete", None)]  # both management only
-    assert stand_in[("/v1/chat/completions", None)] != stand_in[("/v1/models", None)]  # only one spends
+    assert stand_in[("/v1/chat/completions", None)] == stand_in[("/v1/embeddings", None)]  # both spend
+    assert stand_in[("/v1/chat/completions", None)] != stand_in[("/v1/images/generations", None)]  # only one spends
     assert stand_in[("/v1/chat/completions", "gpt-4o-mini")] != stand_in[("/v1/chat/completions", None)]
     assert len(set(stand_in.values())) < len(requests) / 10
 
