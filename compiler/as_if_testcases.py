@@ -92,23 +92,23 @@ def _default_team(b, path: str) -> None:
     team_testcases.default_team(asif, path)
 
 
+def _as_if_claim(b, attr: str, name: str):
+    """(builder, claim): `b` as if the config named the claim for `attr` it leaves out."""
+    claim, assumed = _claim(b, attr)
+    return b.as_if(name, f"{getattr(b.policy, attr).key} as if {claim.name}", (), assumed, **{attr: claim}), claim
+
+
 def _team_alias(b, path: str) -> None:
-    p = b.policy
-    if p.team_alias_field.value is not None:
+    if b.policy.team_alias_field.value is not None:
         return
-    claim, assumed = _claim(b, "team_alias_field")
-    asif = b.as_if("if_team_alias_claim", f"{p.team_alias_field.key} as if {claim.name}", (), assumed,
-                   team_alias_field=claim)
+    asif, _ = _as_if_claim(b, "team_alias_field", "if_team_alias_claim")
     team_testcases.alias_claim(asif, path)
 
 
 def _team_list(b, path: str) -> None:
-    p = b.policy
-    if p.team_ids_field.value is not None:
+    if b.policy.team_ids_field.value is not None:
         return
-    claim, assumed = _claim(b, "team_ids_field")
-    asif = b.as_if("if_team_list_claim", f"{p.team_ids_field.key} as if {claim.name}", (), assumed,
-                   team_ids_field=claim)
+    asif, claim = _as_if_claim(b, "team_ids_field", "if_team_list_claim")
     base = asif.claims_for("internal_user")
     asif.add("test_team_list_skips_a_blocked_first_team", "a blocked team does not block the token's other teams",
              asif.token(claim.put(base, [BLOCKED, TEAM_C]), path), True, 200, team=TEAM_C)
