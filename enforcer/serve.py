@@ -87,7 +87,8 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict:
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gevent",
+        # gunicorn's gevent worker with regate's own connection loop (llhttp parsing): see http_server.py.
+        "worker_class": "regate.enforcer.http_server.Worker",
         "worker_connections": 10_000,
         "timeout": 60,
         "graceful_timeout": 30,

@@ -15,7 +15,7 @@ from tests.support.net import QuietHandler, ServerThread
 
 from .conftest import MASTER_KEY, UPSTREAM_KEY, assert_openai_error, chat_body, raw_request, team_token
 
-GUNICORN_HEADER_LIMIT = 16_384  # serve.py: limit_request_field_size
+HEADER_FIELD_LIMIT = 16_384  # serve.py: limit_request_field_size (enforcer.http_server enforces it)
 
 
 def reason(headers) -> str | None:
@@ -63,10 +63,10 @@ def test_forged_tokens_are_401_and_nothing_reaches_upstream(client, idp, fresh_u
     """Every token of tests.support.forge (structure, size, algorithms, key-naming headers, kids,
     signatures, time, audience, issuer) on a route that would reach the upstream.
 
-    The 1 MB token is left to test_megabyte_token_is_refused_by_gunicorn: it is larger than
-    gunicorn's header limit, so gunicorn answers it before the app runs.
+    The 1 MB token is left to test_megabyte_token_is_refused_by_the_http_layer: it is larger than
+    the server's header field limit, so the server answers it before the app runs.
     """
-    forged = [f for f in forgeries(idp) if len(f.token) < GUNICORN_HEADER_LIMIT - 100]
+    forged = [f for f in forgeries(idp) if len(f.token) < HEADER_FIELD_LIMIT - 100]
     assert len(forged) >= 60
     wrong = []
     for forgery in forged:
@@ -86,19 +86,19 @@ def test_forged_tokens_are_401_and_nothing_reaches_upstream(client, idp, fresh_u
             assert forgery.token not in enforcer.output, forgery.name
 
 
-def test_megabyte_token_is_refused_by_gunicorn(client, idp, fresh_upstream):
-    """Two layers refuse oversized tokens. A header above gunicorn's 16 KiB field limit never reaches
-    the app: gunicorn answers 4xx itself (so there is no OpenAI-shaped body). A token above the
-    enforcer's own 8 KiB limit but under gunicorn's gets the app's 401 token_too_large, checked
+def test_megabyte_token_is_refused_by_the_http_layer(client, idp, fresh_upstream):
+    """Two layers refuse oversized tokens. A header above the server's 16 KiB field limit never
+    reaches the app: enforcer.http_server answers 431 itself (no decision, so no reason header). A
+    token above the enforcer's own 8 KiB limit but under the server's gets the app's 401 token_too_large, checked
     before any parsing."""
     token = idp.mint({"team_id": "team-a", "pad": "A" * (1 << 20)})
     status, _, headers = raw_request(client.base_url, "POST", "/v1/chat/completions",
                                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
                                body=json.dumps(chat_body()).encode())
-    assert 400 <= status < 500 and "x-regate-reason" not in headers, status
+    assert status == 431 and "x-regate-reason" not in headers, status
 
     nine_kib = idp.mint({"team_id": "team-a", "pad": "A" * 9 * 1024})
-    assert 8192 < len(nine_kib) < GUNICORN_HEADER_LIMIT
+    assert 8192 < len(nine_kib) < HEADER_FIELD_LIMIT
     status, body, headers = client.post("/v1/chat/completions", chat_body(), token=nine_kib)
     assert status == 401 and reason(headers) == "token_too_large", body
     assert_openai_error(body, 401)
@@ -264,7 +264,7 @@ def test_path_tricks_are_denied_and_not_forwarded(client, idp, fresh_upstream, t
     status, raw, headers = raw_request(client.base_url, "POST", target, body=body, headers={
         "Authorization": f"Bearer {team_token(idp)}", "Content-Type": "application/json"})
     assert status in (400, 403, 404), (status, raw[:300])
-    if headers.get("x-regate-reason"):  # answered by the app (not by gunicorn's own parser)
+    if headers.get("x-regate-reason"):  # answered by the app (not by the HTTP layer)
         assert_openai_error(json.loads(raw), status)
         assert headers["x-regate-reason"] in ("path_not_canonical", "route_not_allowed")
     assert fresh_upstream.requests == []
@@ -272,10 +272,11 @@ def test_path_tricks_are_denied_and_not_forwarded(client, idp, fresh_upstream, t
 
 @pytest.mark.parametrize("script_name", ["/v1/chat", "/v1"])
 def test_script_name_header_cannot_move_the_dispatched_route(client, idp, fresh_upstream, script_name):
-    """gunicorn by default takes a SCRIPT_NAME header from loopback peers and strips it from
-    PATH_INFO, which Flask routes on: the decision would judge the target while another handler
-    (/completions, /chat/completions) answers. regate serve trusts no peer with it, so the header
-    is inert and the target's own handler answers."""
+    """gunicorn's own request loop by default takes a SCRIPT_NAME header from loopback peers and
+    strips it from PATH_INFO, which Flask routes on: the decision would judge the target while
+    another handler (/completions, /chat/completions) answers. regate's HTTP layer drops header
+    names with `_` and never sets SCRIPT_NAME, so the header is inert and the target's own handler
+    answers."""
     body = json.dumps({"prompt": "hello", **chat_body()}).encode()
     status, raw, headers = raw_request(client.base_url, "POST", "/v1/chat/completions", body=body, headers={
         "Authorization": f"Bearer {team_token(idp)}", "Content-Type": "application/json",
