@@ -112,6 +112,12 @@ class RateLimiter:
         raise NotImplementedError
 
     def release(self, admission: Admission, tokens: int) -> None:
+        """Add the response's tokens and free its parallel slots. Without a tpm or parallel limit
+        there is nothing to undo (requests count at admission): no round trip to the counters."""
+        if any(lim.tpm is not None or lim.parallel is not None for lim in admission.limits):
+            self._release(admission, tokens)
+
+    def _release(self, admission: Admission, tokens: int) -> None:
         raise NotImplementedError
 
     def renew(self, admission: Admission) -> None:
@@ -221,8 +227,8 @@ class RedisLimiter(RateLimiter):
             url, max_connections=MAX_REDIS_CONNECTIONS, timeout=timeout, socket_timeout=timeout,
             socket_connect_timeout=connect_timeout, health_check_interval=30)
         self._client = redis.Redis(connection_pool=pool)
-        self._admit = self._client.register_script(_ADMIT)
-        self._release = self._client.register_script(_RELEASE)
+        self._admit_script = self._client.register_script(_ADMIT)
+        self._release_script = self._client.register_script(_RELEASE)
         self._renew_script = self._client.register_script(_RENEW)
 
     def _call(self, script, keys, args):
@@ -237,7 +243,7 @@ class RedisLimiter(RateLimiter):
         args: list = [request_id, LEASE_SECONDS]
         for lim in limits:
             args += [_n(lim.rpm), _n(lim.tpm), _n(lim.parallel)]
-        reply = self._call(self._admit, keys, args)
+        reply = self._call(self._admit_script, keys, args)
         admitted, index, kind, reset = int(reply[0]), int(reply[1]), reply[2], float(reply[3])
         flat = [int(v) for v in reply[4:]]
         counts = [_Counts(*flat[i:i + 3]) for i in range(0, len(flat), 3)]
@@ -246,12 +252,12 @@ class RedisLimiter(RateLimiter):
             raise _refusal(limits[index - 1], kind, counts[index - 1], reset, limits[:index], counts)
         return Admission(request_id, tuple(limits), _headers(limits, counts))
 
-    def release(self, admission: Admission, tokens: int) -> None:
+    def _release(self, admission: Admission, tokens: int) -> None:
         keys = [_PREFIX + lim.name for lim in admission.limits]
         args: list = [admission.request_id, tokens]
         for lim in admission.limits:
             args += [_n(lim.tpm), _n(lim.parallel)]
-        self._call(self._release, keys, args)
+        self._call(self._release_script, keys, args)
 
     def _renew(self, admission: Admission) -> None:
         keys = [_PREFIX + lim.name for lim in admission.limits if lim.parallel is not None]
@@ -374,7 +380,7 @@ class SqliteLimiter(RateLimiter):
             raise result
         return result
 
-    def release(self, admission: Admission, tokens: int) -> None:
+    def _release(self, admission: Admission, tokens: int) -> None:
         window = int(self._clock() // WINDOW_SECONDS)
 
         def step(db):
