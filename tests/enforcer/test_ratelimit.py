@@ -137,3 +137,18 @@ def test_sqlite_releases_only_what_has_something_to_undo(tmp_path):
     finally:
         other.close()
         limiter.close()
+
+
+def test_redis_that_lost_its_scripts_is_given_them_again(redis_url):  # noqa: F811
+    """A restarted Redis (here: SCRIPT FLUSH) answers EVALSHA with NOSCRIPT: the same call sends the
+    script itself, and the counts go on."""
+    limiter = RedisLimiter(redis_url)
+    try:
+        limiter.admit("r1", [Limit("key:k1", rpm=2)])
+        with redis.Redis.from_url(redis_url) as client:
+            client.script_flush()
+        assert limiter.admit("r2", [Limit("key:k1", rpm=2)]).headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(RateLimited):
+            limiter.admit("r3", [Limit("key:k1", rpm=2)])
+    finally:
+        limiter.close()
