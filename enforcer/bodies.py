@@ -15,10 +15,11 @@ def json_body():
     Werkzeug cuts a chunked body (no Content-Length) off at the limit instead of refusing
     it, so one that reached the limit was too large rather than malformed.
     """
+    req = request._get_current_object()  # once: every access through the proxy looks it up again
     try:
-        body = request.get_json(silent=True)
+        body = req.get_json(silent=True)
     except RecursionError:  # not a ValueError, so `silent` lets it through
         raise BadRequestError("the request body nests JSON too deeply", code="json_too_deep") from None
-    if request.content_length is None and getattr(request.stream, "is_exhausted", False):
+    if req.content_length is None and getattr(req.stream, "is_exhausted", False):
         raise RequestEntityTooLarge()
     return body

@@ -2,11 +2,12 @@
 
 For a request on a spending route the enforcer names every principal it may spend for (the
 virtual key, every team the credential may run as, the user, the end user, the whole proxy),
-reads their limits and period spend from the store (cached for `ttl` seconds, re-read at once
-after this worker's spend writer commits), and hands the policy `input.facts.budgets` (the
-policy decides which budgets apply, and which of the teams the request runs as). The rate
-limiter gets the limits of the principals the decision's subject names (`of_subject`): a
-token with several teams counts against the team its request runs as, never the others.
+reads their limits and period spend from the store (cached for `ttl` seconds; the spend this
+worker's writer commits is added to the cached rows, not read again), and hands the policy
+`input.facts.budgets` (the policy decides which budgets apply, and which of the teams the
+request runs as). The rate limiter gets the limits of the principals the decision's subject
+names (`of_subject`): a token with several teams counts against the team its request runs
+as, never the others.
 
 How stale a budget check can be: this worker counts its own spend the moment a response ends
 (spend not yet written is kept aside and added); spend made through other workers and
@@ -30,7 +31,7 @@ from regate.compiler.model import AuthPolicy
 from .claims import string_claim
 from .credentials import Credential
 from .spend_record import SpendRecord
-from .store import GLOBAL, Store
+from .store import GLOBAL, LIMIT_FIELDS, Store
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,21 @@ class Standing:
         return doc
 
 
+def _add_spend(row: dict | None, record: SpendRecord) -> dict:
+    """A cached row with a committed record's spend added to its period as the store adds it
+    (Store._add_totals): a later period starts afresh, an earlier one counts in the lifetime only."""
+    if row is None:
+        row = dict.fromkeys(LIMIT_FIELDS) | {"spend_nanos": 0, "period_start": 0, "period_spend_nanos": 0}
+    duration = row["budget_duration"]
+    start = parse_duration(duration).period_start(record.started_at.timestamp()) if duration else 0
+    if start > row["period_start"]:
+        row["period_start"], row["period_spend_nanos"] = start, record.spend_nanos
+    elif start == row["period_start"]:
+        row["period_spend_nanos"] += record.spend_nanos
+    row["spend_nanos"] += record.spend_nanos
+    return row
+
+
 def _iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -78,7 +94,7 @@ class Budgets:
 
     def __init__(self, store: Store, policy: AuthPolicy, *, user_id: Callable[[Credential], str | None],
                  proxy_budget: bool, end_user_default_budget: bool,
-                 ttl: float = 0.5, clock: Callable[[], float] = time.time):
+                 ttl: float = 0.5, clock: Callable[[], float] = time.time, writes: Callable[[], int] = lambda: 0):
         self._store = store
         self._policy = policy
         self._user_id = user_id  # the policy's user id of a JWT (credentials.Facts.user_id)
@@ -86,11 +102,12 @@ class Budgets:
         self._end_user_default = end_user_default_budget
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, int, dict | None]] = {}  # key -> (expires, generation, row)
-        self._generation = 0
+        self._writes = writes  # the spend writer's SpendWriter.writes
+        # key -> (expires, writes when read, row): the row as read plus the batches committed since.
+        self._cache: dict[tuple[str, str], tuple[float, int, dict | None]] = {}
         self._pending: dict[tuple[str, str], int] = collections.defaultdict(int)
         # Appended by the spend writer's thread, drained here on the request side: no lock is shared.
-        self._committed: collections.deque[list[SpendRecord]] = collections.deque()
+        self._committed: collections.deque[tuple[int, list[SpendRecord]]] = collections.deque()
 
     # -- spend this worker made ------------------------------------------------
 
@@ -102,12 +119,13 @@ class Budgets:
 
     def committed(self, records: list[SpendRecord]) -> None:
         """Called by the spend writer (any thread) once these records are in the store."""
-        self._committed.append(records)
+        self._committed.append((self._writes(), records))
 
     def _drain_committed(self) -> None:
+        """Committed spend leaves the unwritten figures and joins the cached rows read before its
+        write began; a row read while it was under way may hold it or not, and is read again."""
         while self._committed:
-            records = self._committed.popleft()
-            self._generation += 1
+            write, records = self._committed.popleft()
             for record in records:
                 if record.spend_nanos:
                     for key in record_principals(record):
@@ -116,6 +134,13 @@ class Budgets:
                             self._pending[key] = left
                         else:
                             self._pending.pop(key, None)
+                        cached = self._cache.get(key)
+                        if cached is None or cached[1] > write:  # not cached, or read after the write
+                            continue
+                        if cached[1] == write:
+                            self._cache[key] = (0.0, *cached[1:])
+                        else:
+                            self._cache[key] = (cached[0], cached[1], _add_spend(cached[2], record))
 
     # -- principals and their standing --------------------------------------------
 
@@ -140,23 +165,28 @@ class Budgets:
 
     def standing(self, principals: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Standing]:
         """Limits and current-period spend of the principals that have any limit (or a config budget)."""
+        writes = self._writes()  # before the drain: every batch written before it is drained
         self._drain_committed()
         if len(self._cache) > _MAX_CACHED:
             self._cache.clear()
         now = self._clock()
         keys = list(principals)
-        missing = [k for k in keys if not self._fresh(k, now)]
+        missing = [k for k in keys if k not in self._cache or self._cache[k][0] <= now]
         if missing:
-            generation = self._generation
             try:
                 rows = self._store.budget_state(missing)
             except StoreError:
                 if any(k not in self._cache for k in missing):
                     raise  # never read: a budget that cannot be checked is not assumed away (503)
                 # The store is down: go on with the last read of each, and ask again after a ttl.
-                rows = {key: self._cache[key][2] for key in missing}
-            for key in missing:
-                self._cache[key] = (now + self._ttl, generation, rows.get(key))
+                for key in missing:
+                    self._cache[key] = (now + self._ttl, *self._cache[key][1:])
+            else:
+                # A batch whose write began or ended meanwhile may or may not be in this read: it
+                # serves this request only. (One under way all along is settled by its report.)
+                expires = now + self._ttl if self._writes() == writes else 0.0
+                for key in missing:
+                    self._cache[key] = (expires, writes, rows.get(key))
         result = {}
         for key in keys:
             row = self._cache[key][2]
@@ -164,10 +194,6 @@ class Budgets:
             if standing is not None:
                 result[key] = standing
         return result
-
-    def _fresh(self, key, now: float) -> bool:
-        cached = self._cache.get(key)
-        return cached is not None and cached[0] > now and cached[1] == self._generation
 
     def _standing(self, key: tuple[str, str], row: dict | None, now: float) -> Standing | None:
         kind, entity_id = key

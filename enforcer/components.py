@@ -46,6 +46,7 @@ class Components:
             self.store, policy, user_id=self.facts.user_id,
             proxy_budget=config.budgets.proxy_max_budget.value is not None,
             end_user_default_budget=config.budgets.max_end_user_budget.value is not None, ttl=settings.budget_cache_ttl,
+            writes=lambda: self.spend.writes,
         )
         self.limiter: RateLimiter = (RedisLimiter(settings.redis_url) if settings.redis_url
                                      else SqliteLimiter(settings.ratelimit_path))

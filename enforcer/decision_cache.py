@@ -110,15 +110,15 @@ class DecisionCache:
         if budgeted_key is not None:
             entry = self._cache.get(budgeted_key)
             if entry is not None and entry.holds_for(spends):
-                metrics.DECISION_CACHE.labels("hit").inc()
+                metrics.labelled(metrics.DECISION_CACHE, "hit").inc()
                 return entry.decision
         body = encode_input(input_doc)
         key = (generation, body)
         decision = self._cache.get(key)
         if decision is not None:
-            metrics.DECISION_CACHE.labels("hit").inc()
+            metrics.labelled(metrics.DECISION_CACHE, "hit").inc()
             return decision
-        metrics.DECISION_CACHE.labels("miss").inc()
+        metrics.labelled(metrics.DECISION_CACHE, "miss").inc()
         decision = self._ask(body)
         anonymous = input_doc.get("credential", {}).get("type") == "none"
         if decision.upsert_user or decision.upsert_team or (anonymous and not decision.allow):

@@ -26,6 +26,7 @@ from .responses import error_response, from_error
 from .team_facts import requested_team
 
 log = logging.getLogger("regate.access")
+_log_line = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build the encoder per line
 
 EXEMPT_PREFIXES = ("/health/",)
 EXEMPT_PATHS = ("/metrics",)
@@ -57,74 +58,76 @@ def _exempt(path: str) -> bool:
     return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
 
 
-def _request_model(path: str):
-    if request.method != "POST" or path not in MODEL_ROUTES:
+def _request_model(req, ctx, path: str):
+    if req.method != "POST" or path not in MODEL_ROUTES:
         return None
     body = json_body()
     model = body.get("model") if isinstance(body, dict) else None
     if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
         # Refused before OPA: the model is part of the decision's input, and of its cache key.
         raise BadRequestError(f"the model name is longer than {MAX_MODEL_NAME} characters", code="model_name_too_long")
-    g.model = model if isinstance(model, str) else None
-    return g.model
+    ctx.model = model if isinstance(model, str) else None
+    return ctx.model
 
 
-def _decide(components, credential: Credential, path: str) -> Decision:
-    team = requested_team(request.headers)
+def _decide(components, req, ctx, credential: Credential, path: str) -> Decision:
+    team = requested_team(req.headers)
     input_doc = {
-        "request": {"method": request.method, "path": path, "model": _request_model(path), "requested_team": team},
+        "request": {"method": req.method, "path": path, "model": _request_model(req, ctx, path), "requested_team": team},
         "credential": credential.as_input(),
     }
     facts = components.facts.for_credential(credential, team)
-    if request.method == "POST" and path in MODEL_ROUTES:
+    if req.method == "POST" and path in MODEL_ROUTES:
         # Spending routes: the budgets of every principal the request may spend for, for the policy
         # (it selects the team the request runs as); their rate limits, for the proxy.
         team_ids = (facts or {}).get("teams", {})
-        g.standing = components.budgets.standing(components.budgets.principals(credential, team_ids))
-        budgets = components.budgets.facts(g.standing)
+        ctx.standing = components.budgets.standing(components.budgets.principals(credential, team_ids))
+        budgets = components.budgets.facts(ctx.standing)
         if budgets is not None:
             facts = {**(facts or {}), "budgets": budgets}
     if facts is not None:
         input_doc["facts"] = facts
     decision = components.decisions.decide(input_doc)
-    metrics.DECISIONS.labels("allow" if decision.allow else "deny", decision.reason or "").inc()
+    metrics.labelled(metrics.DECISIONS, "allow" if decision.allow else "deny", decision.reason or "").inc()
     return decision
 
 
 def gate():
-    g.request_id = uuid.uuid4().hex
-    g.started = time.perf_counter()
-    g.reason = None
+    # The request and g behind their proxies, once: every access through a proxy looks them up again.
+    req, ctx = request._get_current_object(), g._get_current_object()
+    ctx.request_id = uuid.uuid4().hex
+    ctx.started = time.perf_counter()
+    ctx.reason = None
     metrics.IN_FLIGHT.inc()
-    if _exempt(request.path):
+    if _exempt(req.path):
         return None
     components = current_app.extensions["regate"]
     try:
-        path = canonical_path(request_target(request.environ))
-        if request.environ.get("SCRIPT_NAME") or request.path != path:
+        path = canonical_path(request_target(req.environ))
+        if req.environ.get("SCRIPT_NAME") or req.path != path:
             # Flask dispatches on PATH_INFO, which a WSGI server may shorten by a SCRIPT_NAME
             # header (gunicorn's default trusts loopback peers with it; `regate serve` trusts
             # none): whatever server runs the app, the decided path must be the dispatched one.
             raise NonCanonicalPath("the request would be routed to another path than its target (SCRIPT_NAME)")
-        credential = components.authenticator.authenticate(request.headers)
-        decision = _decide(components, credential, path)
+        credential = components.authenticator.authenticate(req.headers)
+        decision = _decide(components, req, ctx, credential, path)
     except RegateError as e:
         if e.code.startswith("decision_"):
             metrics.DECISIONS.labels("error", e.code).inc()
-        g.reason = e.code
+        ctx.reason = e.code
         return from_error(e)
-    g.decision = decision
+    ctx.decision = decision
     if not decision.allow:
-        g.reason = decision.reason
+        ctx.reason = decision.reason
         if decision.reason == "state_unavailable":
             components.block_sync.request_full_sync()
         return error_response(decision.status, decision.message, decision.reason)
     try:
         _upsert(components, decision)
     except RegateError as e:
-        g.reason = e.code
+        ctx.reason = e.code
         return from_error(e)
-    g.auth = Auth(credential, decision, path)
+    ctx.auth = Auth(credential, decision, path)
     return None
 
 
@@ -139,35 +142,37 @@ def _upsert(components, decision: Decision) -> None:
         components.facts.team_changed(subject["team_id"])
 
 
-def _access_fields(response) -> dict:
-    decision = g.get("decision")
+def _access_fields(req, ctx, response) -> dict:
+    decision = ctx.get("decision")
     subject = decision.subject if decision else {}
     return {
-        "request_id": g.get("request_id"),
+        "request_id": ctx.get("request_id"),
         "decision_id": decision.decision_id if decision else None,
-        "method": request.method,
-        "path": request_target(request.environ).split("?", 1)[0][:256],
+        "method": req.method,
+        "path": request_target(req.environ).split("?", 1)[0][:256],
         "status": response.status_code,
-        "reason": g.get("reason"),
+        "reason": ctx.get("reason"),
         "role": decision.role if decision else None,
         "user_id": subject.get("user_id"),
         "team_id": subject.get("team_id"),
-        "model": g.get("model"),
+        "model": ctx.get("model"),
     }
 
 
 def finish(response):
-    if "started" not in g:  # the gate did not run (e.g. a routing error before it)
+    ctx = g._get_current_object()
+    if "started" not in ctx:  # the gate did not run (e.g. a routing error before it)
         return response
-    response.headers["X-Request-ID"] = g.request_id
-    metrics.REQUESTS.labels(str(response.status_code)).inc()
-    fields = _access_fields(response)  # read now: the request context is gone when the stream ends
-    started = g.started
+    response.headers["X-Request-ID"] = ctx.request_id
+    metrics.labelled(metrics.REQUESTS, str(response.status_code)).inc()
+    # Read now: the request context is gone when the stream ends.
+    fields = _access_fields(request._get_current_object(), ctx, response)
+    started = ctx.started
 
     def closed():
         metrics.IN_FLIGHT.dec()
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
-        log.info(json.dumps(fields, separators=(",", ":")))
+        log.info(_log_line(fields))
 
     response.call_on_close(closed)
     return response

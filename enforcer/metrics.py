@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import (
@@ -34,6 +35,13 @@ SPEND_QUEUED = Gauge("regate_spend_queue_depth", "Spend records waiting to be wr
 STATE_SYNCS = Counter("regate_state_syncs_total",
                       "Blocked-team state: pushes into OPA (push, event, full), and checks that OPA still holds it.",
                       ["kind", "result"])
+
+
+@functools.cache
+def labelled(metric, *values: str):
+    """metric.labels(*values), looked up once: labels() checks the values and takes a lock on every call.
+    For label values from a small set only (a status, a configured model), as every label here."""
+    return metric.labels(*values)
 
 
 def exposition() -> tuple[bytes, str]:

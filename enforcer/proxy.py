@@ -41,8 +41,8 @@ class _SpendContext:
     """What a spend record needs, captured while the request context exists; records the spend
     and releases the request's rate-limit counters exactly once."""
 
-    def __init__(self, components, route: str, model: str):
-        auth = g.auth
+    def __init__(self, components, ctx, route: str, model: str):
+        self.auth = auth = ctx.auth
         subject = auth.subject
         self.writer = components.spend
         self.drains = components.drains
@@ -52,7 +52,7 @@ class _SpendContext:
         self.relaying = False  # the stream's generator has started: its `finally` records the spend
         self.recorded = False
         self.base = dict(
-            request_id=g.request_id, route=route, model=model,
+            request_id=ctx.request_id, route=route, model=model,
             user_id=subject["user_id"], team_id=subject["team_id"], organization_id=subject["org_id"],
             end_user_id=subject["end_user_id"], key_hash=auth.credential.key_hash,
         )
@@ -63,7 +63,7 @@ class _SpendContext:
     def admit(self, standing) -> None:
         """Count the request against the rate limits of the principals it spends for (of a token's
         teams, the one it runs as): RateLimited / LimiterUnavailable if not."""
-        limits = limits_of(self.budgets.of_subject(standing, g.auth.subject))
+        limits = limits_of(self.budgets.of_subject(standing, self.auth.subject))
         if limits:
             self.admission = self.limiter.admit(self.base["request_id"], limits)
 
@@ -125,30 +125,32 @@ class _SpendContext:
 
 def _forward(kind: str):
     components = current_app.extensions["regate"]
+    req, ctx = request._get_current_object(), g._get_current_object()  # once: see gate.gate
     body = json_body()
     if not isinstance(body, dict):
         return from_error(BadRequestError("the request body must be a JSON object"))
-    spend = _SpendContext(components, request.path, g.model or "")
+    model = ctx.model or ""
+    spend = _SpendContext(components, ctx, req.path, model)
     try:
-        spend.admit(g.get("standing") or {})
+        spend.admit(ctx.get("standing") or {})
     except RateLimited as e:
-        g.reason = e.code
+        ctx.reason = e.code
         response = from_error(e)
         response.headers.update(e.headers)
         return response
     except RegateError as e:
-        g.reason = e.code
+        ctx.reason = e.code
         return from_error(e)
     started = time.perf_counter()
     try:
-        call = components.upstreams.open(kind, body, request_id=g.request_id, extra_headers=request.headers)
+        call = components.upstreams.open(kind, body, request_id=ctx.request_id, extra_headers=req.headers)
     except RegateError as e:
         if isinstance(e, UpstreamError):
             spend.record(None, "failure")
         else:
             spend.refused()
         return from_error(e)
-    metrics.UPSTREAM_SECONDS.labels(g.model or "").observe(time.perf_counter() - started)
+    metrics.labelled(metrics.UPSTREAM_SECONDS, model).observe(time.perf_counter() - started)
     if not call.is_stream:
         try:
             data = call.read_json()

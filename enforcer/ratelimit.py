@@ -20,6 +20,7 @@ limit ever ask it, so unlimited principals are unaffected.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -112,6 +113,12 @@ class RateLimiter:
         raise NotImplementedError
 
     def release(self, admission: Admission, tokens: int) -> None:
+        """Add the response's tokens and free its parallel slots. Without a tpm or parallel limit
+        there is nothing to undo (requests count at admission): no round trip to the counters."""
+        if any(lim.tpm is not None or lim.parallel is not None for lim in admission.limits):
+            self._release(admission, tokens)
+
+    def _release(self, admission: Admission, tokens: int) -> None:
         raise NotImplementedError
 
     def renew(self, admission: Admission) -> None:
@@ -207,27 +214,49 @@ def _n(value: int | None) -> int:
     return -1 if value is None else value
 
 
+class _Script:
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
 class RedisLimiter(RateLimiter):
-    """Counters in Redis, shared by every replica."""
+    """Counters in Redis, shared by every replica.
+
+    Each step is one command on a connection of redis-py's pool, which connects, authenticates
+    and replaces a connection that dropped while idle; not through redis-py's client, whose
+    per-command layers (retries, observability hooks, Script objects) cost more CPU than the
+    command. Nothing is retried: an admission may have counted before its answer was lost.
+    """
 
     def __init__(self, url: str, *, timeout: float = 2.0, connect_timeout: float = 0.5):
         import redis
+        from redis.exceptions import NoScriptError
 
         self._errors = (redis.RedisError, OSError)
+        self._no_script = NoScriptError
         # A busy worker reads a prompt answer late: the read timeout is generous, the connect one short.
         # Each greenlet waiting for an answer holds a connection: a bounded pool where a burst waits
         # its turn (up to `timeout`), not redis-py's default that refuses the 101st (a 503 per request).
-        pool = redis.BlockingConnectionPool.from_url(
+        self._pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_REDIS_CONNECTIONS, timeout=timeout, socket_timeout=timeout,
             socket_connect_timeout=connect_timeout, health_check_interval=30)
-        self._client = redis.Redis(connection_pool=pool)
-        self._admit = self._client.register_script(_ADMIT)
-        self._release = self._client.register_script(_RELEASE)
-        self._renew_script = self._client.register_script(_RENEW)
+        self._admit_script = _Script(_ADMIT)
+        self._release_script = _Script(_RELEASE)
+        self._renew_script = _Script(_RENEW)
 
-    def _call(self, script, keys, args):
+    def _call(self, script: _Script, keys, args):
         try:
-            return script(keys=keys, args=args)
+            connection = self._pool.get_connection()
+            try:
+                try:
+                    connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    return connection.read_response()
+                except self._no_script:  # Redis restarted or flushed its scripts: EVAL caches it again
+                    connection.send_command("EVAL", script.source, len(keys), *keys, *args)
+                    return connection.read_response()
+            finally:
+                self._pool.release(connection)  # a connection that failed mid-command is closed by now
         except self._errors as e:
             # The message names the host, never the password (redis-py does not print it).
             raise LimiterUnavailable(f"rate limits cannot be checked: Redis did not answer ({type(e).__name__})") from None
@@ -237,7 +266,7 @@ class RedisLimiter(RateLimiter):
         args: list = [request_id, LEASE_SECONDS]
         for lim in limits:
             args += [_n(lim.rpm), _n(lim.tpm), _n(lim.parallel)]
-        reply = self._call(self._admit, keys, args)
+        reply = self._call(self._admit_script, keys, args)
         admitted, index, kind, reset = int(reply[0]), int(reply[1]), reply[2], float(reply[3])
         flat = [int(v) for v in reply[4:]]
         counts = [_Counts(*flat[i:i + 3]) for i in range(0, len(flat), 3)]
@@ -246,12 +275,12 @@ class RedisLimiter(RateLimiter):
             raise _refusal(limits[index - 1], kind, counts[index - 1], reset, limits[:index], counts)
         return Admission(request_id, tuple(limits), _headers(limits, counts))
 
-    def release(self, admission: Admission, tokens: int) -> None:
+    def _release(self, admission: Admission, tokens: int) -> None:
         keys = [_PREFIX + lim.name for lim in admission.limits]
         args: list = [admission.request_id, tokens]
         for lim in admission.limits:
             args += [_n(lim.tpm), _n(lim.parallel)]
-        self._call(self._release, keys, args)
+        self._call(self._release_script, keys, args)
 
     def _renew(self, admission: Admission) -> None:
         keys = [_PREFIX + lim.name for lim in admission.limits if lim.parallel is not None]
@@ -259,8 +288,7 @@ class RedisLimiter(RateLimiter):
             self._call(self._renew_script, keys, [admission.request_id, LEASE_SECONDS])
 
     def close(self) -> None:
-        self._client.close()
-        self._client.connection_pool.disconnect()  # a pool given to the client is not closed with it
+        self._pool.disconnect()
 
 
 # -- one host: SQLite ------------------------------------------------------------------------
@@ -374,7 +402,7 @@ class SqliteLimiter(RateLimiter):
             raise result
         return result
 
-    def release(self, admission: Admission, tokens: int) -> None:
+    def _release(self, admission: Admission, tokens: int) -> None:
         window = int(self._clock() // WINDOW_SECONDS)
 
         def step(db):

@@ -62,7 +62,9 @@ class SpendWriter:
     locks held for a few statements. Under gevent the thread's blocking store calls run on its
     own hub. Prometheus is updated from the request side (submit, stats), never the thread.
     `on_commit(records)` is called (in the thread) once queued records are in the store or the
-    spool, so the budgets can stop counting them as unwritten.
+    spool, so the budgets can stop counting them as unwritten. `writes` is odd while a batch is
+    being written (from before its first attempt until after its on_commit): a store read made
+    while it is even and unchanged holds exactly the batches reported before it.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class SpendWriter:
         self._submit_lock = os_threads.lock()
         self._worker: os_threads.OsThread | None = None
         self._last_replay = 0.0
+        self.writes = 0  # only the writing thread changes it
 
     # -- public interface -------------------------------------------------
 
@@ -222,6 +225,7 @@ class SpendWriter:
             (os_threads.sleep if self._worker is not None else time.sleep)(seconds)
 
     def _write_with_retry(self, batch: list[SpendRecord]) -> None:
+        self.writes += 1
         attempt = 0
         while True:
             try:
@@ -246,6 +250,7 @@ class SpendWriter:
                 break
         with self._inflight_lock:
             self._inflight = []
+        self.writes += 1
 
     def _committed(self, records: list[SpendRecord]) -> None:
         if self._on_commit is not None and records:

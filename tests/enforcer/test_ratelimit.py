@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import pytest
+import redis
 
 from regate.enforcer.ratelimit import (
     MAX_REDIS_CONNECTIONS,
@@ -88,4 +89,66 @@ def test_sqlite_waits_for_a_held_lock_up_to_its_busy_timeout(tmp_path, held, adm
     finally:
         releaser.join()
         other.close()
+        limiter.close()
+
+
+def script_calls(url: str) -> int:
+    """Lua scripts Redis has run since its start (EVALSHA and EVAL; not an EVALSHA refused with
+    NOSCRIPT, which loads the script)."""
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    counts = [stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval")]
+    return sum(c.get("calls", 0) - c.get("failed_calls", 0) for c in counts)
+
+
+def test_a_release_goes_to_redis_only_when_it_has_something_to_undo(redis_url):  # noqa: F811
+    """Requests count at admission: a call limited by rpm alone has nothing to release, and makes one
+    round trip; a tpm limit (tokens to add) or max_parallel_requests (a slot to free) makes two."""
+    limiter = RedisLimiter(redis_url)
+    try:
+        before = script_calls(redis_url)
+        limiter.release(limiter.admit("r1", [Limit("key:rpm", rpm=5)]), 10)
+        assert script_calls(redis_url) - before == 1
+        for i, limit in enumerate([Limit("key:tpm", rpm=5, tpm=10), Limit("key:par", parallel=1)]):
+            before = script_calls(redis_url)
+            limiter.release(limiter.admit(f"r{i}", [Limit("key:rpm", rpm=5), limit]), 10)
+            assert script_calls(redis_url) - before == 2
+        with pytest.raises(RateLimited, match="10 tokens per minute of 10 allowed"):  # the tokens were added
+            limiter.admit("r3", [Limit("key:tpm", tpm=10)])
+        limiter.admit("r4", [Limit("key:par", parallel=1)])  # the slot was freed
+    finally:
+        limiter.close()
+
+
+def test_sqlite_releases_only_what_has_something_to_undo(tmp_path):
+    """The same on the host's file: an rpm-only release takes no transaction (so it needs no lock)."""
+    limiter = SqliteLimiter(tmp_path / "ratelimits.db", busy_timeout=0.1)
+    other = sqlite3.connect(tmp_path / "ratelimits.db", isolation_level=None, check_same_thread=False)
+    try:
+        rpm_only = limiter.admit("r1", [Limit("key:k1", rpm=RPM)])
+        parallel = limiter.admit("r2", [Limit("key:k1", rpm=RPM), Limit("key:k2", parallel=1)])
+        other.execute("BEGIN IMMEDIATE")  # another worker holds the file's lock throughout
+        limiter.release(rpm_only, 10)
+        with pytest.raises(LimiterUnavailable):
+            limiter.release(parallel, 10)
+        other.execute("COMMIT")
+        limiter.release(parallel, 10)
+        limiter.admit("r3", [Limit("key:k2", parallel=1)])  # the slot was freed
+    finally:
+        other.close()
+        limiter.close()
+
+
+def test_redis_that_lost_its_scripts_is_given_them_again(redis_url):  # noqa: F811
+    """A restarted Redis (here: SCRIPT FLUSH) answers EVALSHA with NOSCRIPT: the same call sends the
+    script itself, and the counts go on."""
+    limiter = RedisLimiter(redis_url)
+    try:
+        limiter.admit("r1", [Limit("key:k1", rpm=2)])
+        with redis.Redis.from_url(redis_url) as client:
+            client.script_flush()
+        assert limiter.admit("r2", [Limit("key:k1", rpm=2)]).headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(RateLimited):
+            limiter.admit("r3", [Limit("key:k1", rpm=2)])
+    finally:
         limiter.close()
