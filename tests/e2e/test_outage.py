@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -34,6 +35,7 @@ class FakeOpa:
         self.hang = False
         self.decisions = 0
         self._release = threading.Event()
+        self._connections = []
         fake = self
 
         class Handler(QuietHandler):
@@ -59,6 +61,10 @@ class FakeOpa:
             allow_reuse_address = True
             daemon_threads = True
 
+            def process_request(self, request, client_address):
+                fake._connections.append(request)
+                super().process_request(request, client_address)
+
         self._httpd = Server(("127.0.0.1", port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -72,6 +78,13 @@ class FakeOpa:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
+        # Its handler threads would go on answering the enforcer's pooled keep-alive connections
+        # (state writes: 500) after the real OPA is back on the port: the stand-in leaves entirely.
+        for conn in self._connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 @pytest.fixture
