@@ -16,9 +16,9 @@ B. The whole Flask app in this process (app.test_client(), no gunicorn, no geven
    median µs per request, and the remainder after the components = Flask/werkzeug and
    the enforcer's own glue (gate, logging, metrics, JSON re-encoding).
    pyinstrument's call tree of those requests goes to the raw folder.
-C. The real server (`regate serve`, gunicorn + gevent worker), sequential requests on one
+C. The real server (`regate serve`: gunicorn, gevent, regate's HTTP layer), sequential requests on one
    keep-alive connection: median end-to-end µs through regate and directly to the stub;
-   the difference minus (B − upstream) is what gunicorn + gevent add.
+   the difference minus (B − upstream) is what the server and gevent add.
 D. CPU time per request (user + system, from /proc) of the enforcer worker, OPA and the
    stub under a steady load, for requests that do less and less (chat completion →
    decision only → health probe → no regate): on a 2-core machine, CPU per request is
@@ -211,11 +211,16 @@ def _has(*needles: str):
     return lambda stack: any(n in stack for n in needles)
 
 
+def _own(stack: str) -> bool:
+    """Whether a frame of the enforcer's own request handling is on the stack (its HTTP layer aside)."""
+    return any("enforcer/" in frame and "enforcer/http_server" not in frame for frame in stack.split(";"))
+
+
 SPY_GROUPS = {  # what each share means → a test on one sampled stack (frames joined by ";")
-    "gunicorn + gevent outside the Flask app (HTTP parsing, response writing, event loop)":
-        lambda st: "Flask.__call__" not in st and "enforcer/" not in st,
+    "regate's HTTP layer and gevent outside the Flask app (parsing, response writing, event loop)":
+        lambda st: "Flask.__call__" not in st and not _own(st),
     "Flask/werkzeug outside the enforcer's own functions":
-        lambda st: "Flask.__call__" in st and "enforcer/" not in st,
+        lambda st: "Flask.__call__" in st and not _own(st),
     "gate: JWT verify (TokenVerifier.verify)": _has("TokenVerifier.verify"),
     "gate: OPA decision client (OpaClient.decide: urllib3 + JSON)": _has("OpaClient.decide"),
     "gate: request JSON parse for the model (_request_model)": _has("_request_model"),
@@ -246,8 +251,8 @@ def spy_worker(enforcer, target, rate: float, seconds: float, out: Path) -> dict
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         frames = stack.split(";")
-        if "acquire_with_timeout" in frames[-1] or "_WorkerGreenlet.run" in stack:
-            continue  # gevent's idle threadpool thread, not work
+        if "acquire_with_timeout" in frames[-1] or "_WorkerGreenlet.run" in stack or "(enforcer/os_threads" in frames[-1]:
+            continue  # gevent's idle threadpool thread and the spend writer's sleep: not work
         total += int(n)
         for name, test in SPY_GROUPS.items():
             if test(stack):
@@ -319,10 +324,10 @@ def render(s: dict) -> str:
     lines += [f"| {name} | {value:,.0f} µs |" for name, value in s["components_us"].items()]
     q = s["sequential_us"]
     lines += ["", "| real server, sequential, one keep-alive connection | median |", "| --- | --- |",
-              f"| through regate (gunicorn + gevent worker) | {q['regate']:,.0f} µs |",
+              f"| through regate (`regate serve`, one gevent worker) | {q['regate']:,.0f} µs |",
               f"| directly to the model stub | {q['direct']:,.0f} µs |",
               f"| added by regate | {q['added']:,.0f} µs |",
-              f"| of which gunicorn + gevent + the extra HTTP hop (added − in-process app without upstream) | "
+              f"| of which the server, gevent and the extra HTTP hop (added − in-process app without upstream) | "
               f"{q['gunicorn+gevent+HTTP remainder']:,.0f} µs |"]
     lines += ["", f"CPU time per request (user+system µs) under {s['cpu_rate']:g} req/s, by process:", "",
               "| request | enforcer worker | OPA | model stub | p50 end to end |", "| --- | --- | --- | --- | --- |"]
