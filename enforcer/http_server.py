@@ -28,11 +28,14 @@ completion. gunicorn still runs the master (worker processes, signals, graceful 
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
 import gevent
@@ -43,7 +46,7 @@ from werkzeug.exceptions import ClientDisconnected
 MAX_HEAD_BYTES = 64 * 1024  # a request line with its header section
 READ_SIZE = 64 * 1024
 LINGER_SECONDS = 1.0  # after a refusal: how long, and how much, the client's remaining bytes are read
-LINGER_BYTES = 256 * 1024
+LINGER_BYTES = 4 * 1024 * 1024
 _NO_BODY_STATUSES = (b"1", b"204", b"304")
 _SERVER_OWNED = frozenset({"connection", "transfer-encoding", "keep-alive"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -58,15 +61,14 @@ class RequestError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
 class Limits:
     """What a request head may hold (gunicorn's settings of the same names)."""
 
-    def __init__(self, request_line: int = 4094, fields: int = 100, field_size: int = 8190,
-                 head_bytes: int = MAX_HEAD_BYTES):
-        self.request_line = request_line
-        self.fields = fields
-        self.field_size = field_size
-        self.head_bytes = head_bytes
+    request_line: int = 4094
+    fields: int = 100
+    field_size: int = 8190
+    head_bytes: int = MAX_HEAD_BYTES
 
 
 class _Message:
@@ -360,10 +362,6 @@ class Connection:
                 if close is not None:
                     close()
             answer.finish()
-        except RequestError as e:
-            if not answer.head_sent:
-                self._refuse(e)
-            return False
         except ClientDisconnected as e:  # raised by wsgi.input, in an app that let it through
             if not answer.head_sent:
                 self._refuse(RequestError(400, e.description))
@@ -385,10 +383,11 @@ class Connection:
         return self._keep and message.keep_alive and message.complete and not self._parser.upgraded and self._alive()
 
     def _refuse(self, error: RequestError) -> None:
-        body = (b'{"error":{"message":"' + error.message.replace('"', "'").encode("ascii", "replace")
-                + b'","type":"' + (b"server_error" if error.status >= 500 else b"invalid_request_error")
-                + b'","param":null,"code":"' + str(error.status).encode() + b'"}}')
-        head = (f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}\r\nDate: {_Date.now()}\r\n"
+        """The error in the OpenAI shape every other answer has, then the connection's end."""
+        kind = "server_error" if error.status >= 500 else "invalid_request_error"
+        body = json.dumps({"error": {"message": error.message, "type": kind, "param": None,
+                                     "code": str(error.status)}}).encode()
+        head = (f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\nDate: {_Date.now()}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
         try:
             self._sock.sendall(head.encode("ascii") + body)
@@ -405,9 +404,6 @@ class Connection:
             while dropped < LINGER_BYTES and (data := self._sock.recv(READ_SIZE)):
                 dropped += len(data)
 
-
-_REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 505: "HTTP Version Not Supported"}
 
 
 class _Answer:
