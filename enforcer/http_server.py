@@ -43,6 +43,8 @@ import httptools
 from gunicorn.workers.ggevent import GeventWorker
 from werkzeug.exceptions import ClientDisconnected
 
+from .paths import origin_form
+
 MAX_HEAD_BYTES = 64 * 1024  # a request line with its header section
 READ_SIZE = 64 * 1024
 LINGER_SECONDS = 1.0  # after a refusal: how long, and how much, the client's remaining bytes are read
@@ -303,13 +305,8 @@ class Connection:
 
     def _environ(self, message: _Message) -> dict:
         target = message.url.decode("latin-1")
-        if target.startswith("/"):
-            path = target
-        elif target.startswith(("http://", "https://")) and target.count("/") >= 3:
-            path = "/" + target.split("/", 3)[3]
-        elif target.startswith(("http://", "https://")):
-            path = "/"
-        else:
+        path = origin_form(target)
+        if not path.startswith("/"):  # "*" (OPTIONS), an authority (CONNECT)
             raise RequestError(400, "the request target is not a path")
         path, _, query = path.partition("?")
         environ = {

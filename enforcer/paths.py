@@ -47,15 +47,19 @@ def canonical_path(raw_target: str) -> str:
     return path
 
 
+def origin_form(target: str) -> str:
+    """A request target without the scheme and host of its absolute form (http://host/path)."""
+    if target.startswith(("http://", "https://")):
+        return "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+    return target
+
+
 def request_target(environ: dict) -> str:
     """The request target exactly as the client sent it (before the server decoded it)."""
     for key in ("RAW_URI", "REQUEST_URI"):
         raw = environ.get(key)
         if raw:
-            # An absolute-form target (http://host/path) keeps only its path.
-            if raw.startswith(("http://", "https://")):
-                raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
-            return raw
+            return origin_form(raw)
     # Fallback (e.g. Werkzeug's test client): rebuild from the decoded PATH_INFO, re-encoded
     # by the WSGI layer as latin-1 bytes.
     path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
