@@ -229,32 +229,33 @@ def test_a_body_cut_off_is_a_client_error(client):
 LONG = b"a" * 5000
 
 
-@pytest.mark.parametrize(("request_bytes", "status"), [
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\nHost: h\n\n", 400),
-    (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
-    (b"GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", 400),
-    (b"GET / HTTP/2.0\r\n\r\n", 505),
-    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
-    (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 16_400 + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: %b\r\n" % (i, LONG) for i in range(14)) + b"\r\n", 431),
+@pytest.mark.parametrize(("request_bytes", "status", "message"), [
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, "Transfer-Encoding can't be present with Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", 400, "Content-Length can't be present with Transfer-Encoding"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400, "Duplicate Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc", 400, "Invalid character in Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400, "`Transfer-Encoding`"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc", 400, "`Transfer-Encoding`"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n", 400, "malformed request"),
+    (b"GET / HTTP/1.1\nHost: h\n\n", 400, "malformed request"),
+    (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400, "Invalid header token"),
+    (b"GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n", 400, "malformed request"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", 400, "malformed request"),
+    (b"GET / HTTP/2.0\r\n\r\n", 505, "HTTP/2.0 is not supported"),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "malformed request"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 400, "the request target is not a path"),
+    (b"GET / HTTP/1.1\r\n\r\n", 400, "needs a Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "more than one Host header"),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414, "the request target is too long"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431, "too many header fields"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 16_400 + b"\r\n\r\n", 431, "a request header field is too large"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: %b\r\n" % (i, LONG) for i in range(14)) + b"\r\n", 431, "the request head is too large"),
 ])
-def test_refused_before_the_app(client, request_bytes, status):
+def test_refused_before_the_app(client, request_bytes, status, message):
     got, headers, body = client.send(request_bytes).answer()
     assert got == status and headers["connection"] == "close"
-    assert json.loads(body)["error"]["code"] == str(status)
+    error = json.loads(body)["error"]
+    assert error["code"] == str(status) and message in error["message"], error
     assert client.closed_by_server()
 
 
