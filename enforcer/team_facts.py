@@ -7,7 +7,8 @@ and the x-litellm-team-id header (as an id and as an alias; not for requests wit
 credential, which the policy judges on nothing else).
 Which of them the request runs as is the policy's choice (data.regate.teams), never this
 module's. A team list longer than the policy accepts is not looked up (the policy refuses
-the token). Answers are cached briefly per id and per alias.
+the token). Answers are cached briefly per list of ids (a token's groups come again with each
+of its requests: one lookup, not one per team) and per alias.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class TeamFacts:
         self._store = store
         self._policy = policy
         self._default = policy.team_id_default.value
-        self._models = TtlCache(ttl)  # team id -> its models, or None when the store has no such team
+        # The ids a request names, in order -> {id: models} of those the store has.
+        self._teams = TtlCache(ttl, max_bytes=_MAX_CACHED_BYTES, size_of=_teams_size)
         self._team_aliases = TtlCache(ttl)  # alias -> ids of the teams that have it (at most two)
         self._org_aliases = TtlCache(ttl)
 
@@ -60,7 +62,7 @@ class TeamFacts:
             facts["team_aliases"] = {a: list(found) for a, found in team_aliases.items()}
             ids += [found[0] for found in team_aliases.values() if len(found) == 1]
         if ids:
-            facts["teams"] = self._teams(ids)
+            facts["teams"] = self._teams.fetch(tuple(ids), self._teams_lookup)
         if org_alias is not None:
             found = self._org_aliases.fetch(org_alias, self._org_alias_lookup)
             if found:
@@ -94,17 +96,10 @@ class TeamFacts:
             aliases.append(requested)
         return ids, aliases, org_alias
 
-    def _teams(self, ids: list[str]) -> dict[str, list[str]]:
-        """{team id: its models} of the teams the store has; the others are left out."""
-        unique = list(dict.fromkeys(ids))
-        models = {team: self._models.get(team, _UNKNOWN) for team in unique}
-        missing = [team for team, known in models.items() if known is _UNKNOWN]
-        if missing:  # one query for every team not cached
-            found = self._store.team_models(missing)
-            for team in missing:
-                models[team] = found.get(team)
-                self._models.put(team, models[team])
-        return {team: list(models[team]) for team in unique if models[team] is not None}
+    def _teams_lookup(self, ids: tuple[str, ...]) -> dict[str, list[str]]:
+        """{team id: its models} of the teams the store has, in the order named; the others are left out."""
+        found = self._store.team_models(ids)
+        return {team: found[team] for team in dict.fromkeys(ids) if team in found}
 
     def _alias_lookup(self, alias: str) -> tuple[str, ...]:
         return tuple(self._store.team_ids_with_alias(alias))
@@ -113,12 +108,16 @@ class TeamFacts:
         return tuple(self._store.organization_ids_with_alias(alias))
 
     def changed(self, team_id: str) -> None:
-        """A team was created or updated here: forget it, and every alias (one may have moved)."""
-        self._models.drop(team_id)
+        """A team was created or updated here: forget every list and alias (it may be in any)."""
+        self._teams.clear()
         self._team_aliases.clear()
 
     def organizations_changed(self) -> None:
         self._org_aliases.clear()
 
 
-_UNKNOWN = object()
+_MAX_CACHED_BYTES = 32 << 20  # a token's list is bounded (MAX_TEAMS_PER_TOKEN), the lists are not
+
+
+def _teams_size(ids: tuple[str, ...], found: dict[str, list[str]]) -> int:
+    return 64 * len(ids) + sum(map(len, ids)) + sum(len(m) for models in found.values() for m in models)

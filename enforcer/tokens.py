@@ -90,9 +90,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError("non-finite number")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 parses as inf, which JSON cannot carry on to the policy.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("non-finite number")
+    return value
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_reject_constant)
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_reject_constant,
+                         parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise _reject(MALFORMED_TOKEN, f"token {what} is not valid JSON") from None
     if not isinstance(obj, dict):

@@ -9,6 +9,8 @@ Facts are what the enforcer sends: `teams` (existence and models per id it looke
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .test_decisions import check, jwt
 
@@ -96,6 +98,12 @@ REGATE_TABLE = [
     ("groups: a number inside", jwt(dict(USER, groups=["team-b", 7]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
     ("groups: an empty id", jwt(dict(USER, groups=["team-b", ""]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
     ("groups: an object", jwt(dict(USER, groups={"team-b": True}), facts=KNOWN_USER), False, 401, "invalid_claims", None),
+    ("groups: null inside", jwt(dict(USER, groups=["team-b", None]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
+    ("groups: true inside", jwt(dict(USER, groups=[True, "team-b"]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
+    ("groups: a list inside", jwt(dict(USER, groups=["team-b", ["team-c"]]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
+    ("groups: an object inside", jwt(dict(USER, groups=[{"id": "team-b"}, "team-b"]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
+    ("groups: only an empty id", jwt(dict(USER, groups=[""]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
+    ("groups: an empty id first", jwt(dict(USER, groups=["", "team-b"]), facts=KNOWN_USER), False, 401, "invalid_claims", None),
     ("groups: null is no claim", jwt(dict(USER, groups=None), facts=KNOWN_USER), True, 200, None, None),
     ("header on an internal user", header(jwt(USER, facts=KNOWN_USER), "team-a"), False, 403, "team_not_granted", None),
     ("header on an admin token", header(jwt({"scope": "litellm_proxy_admin"}, "/team/new"), "team-a"),
@@ -121,6 +129,23 @@ def test_regate_example_teams(opa_for, label, doc, allow, status, reason, team):
     decision = opa_for("examples/regate").decide(doc)
     check(decision, allow, status, reason)
     assert decision["subject"]["team_id"] == team, decision
+
+
+_CLAIM_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(["", "team-b", "a", "\u00e9"])
+    | st.text(max_size=3), lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner, max_size=2),
+    max_leaves=4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_CLAIM_VALUES, min_size=1, max_size=6))
+def test_a_team_list_is_accepted_exactly_when_every_member_is_a_non_empty_string(opa_for, groups):
+    """The policy checks the list with one sort (identity._id_list); the reference is the plain rule."""
+    decision = opa_for("examples/regate").decide(jwt(dict(USER, groups=groups), facts=KNOWN_USER))
+    ids_only = all(isinstance(team, str) and team != "" for team in groups)
+    assert ("invalid_claims" not in decision["reasons"]) == ids_only, (groups, decision)
+    if ids_only:
+        assert decision["subject"]["team_id"] == groups[0], decision
 
 
 def test_team_not_granted_lists_the_granted_ids_in_claim_order(opa_for):

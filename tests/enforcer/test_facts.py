@@ -76,3 +76,16 @@ def test_a_request_without_a_credential_looks_nothing_up(facts, monkeypatch):
     monkeypatch.setattr(Store, "team_models", lambda *a: pytest.fail("store queried"))
     monkeypatch.setattr(Store, "team_ids_with_alias", lambda *a, **kw: pytest.fail("store queried"))
     assert facts.for_credential(Credential("none"), requested_team="t-1") is None
+
+
+def test_a_team_list_is_one_cached_lookup_until_a_team_changes(facts, monkeypatch):
+    token = jwt(sub="u-sub", groups=["t-2", "t-9", "t-1"])
+    assert list(facts.for_credential(token)["teams"]) == ["t-2", "t-1"]  # claim order; t-9 is not in the store
+    real = Store.team_models
+    monkeypatch.setattr(Store, "team_models", lambda *a: pytest.fail("store queried"))
+    assert facts.for_credential(token)["teams"] == {"t-2": [], "t-1": ["m"]}
+    facts.team_changed("t-9")  # created or updated here: every cached list may hold it
+    looked_up = []
+    monkeypatch.setattr(Store, "team_models", lambda store, ids: looked_up.append(ids) or real(store, ids))
+    assert facts.for_credential(token)["teams"] == {"t-2": [], "t-1": ["m"]}
+    assert looked_up == [("t-2", "t-9", "t-1")]

@@ -279,6 +279,8 @@ def forgeries(idp: IdentityProvider, *, now: float | None = None) -> list[Forger
         ("payload_duplicate_claim_signed",
          rsa_signed(json.dumps(claims)[:-1].encode() + b', "exp": 99999999999}'), "malformed_token"),
         ("payload_nan_signed", rsa_signed(json.dumps(claims)[:-1].encode() + b', "x": NaN}'), "malformed_token"),
+        ("payload_overflowing_number_signed", rsa_signed(json.dumps(claims)[:-1].encode() + b', "x": 1e400}'),
+         "malformed_token"),
         ("kid_not_string", rsa_signed(claims, kid=7), "malformed_token"),
         # size
         ("one_megabyte", f"{h}.{'A' * (1 << 20)}.{s}", "token_too_large"),
@@ -338,7 +340,7 @@ def forgeries(idp: IdentityProvider, *, now: float | None = None) -> list[Forger
         ("exp_missing", idp.mint({"exp": OMIT}, key=rsa_key, now=now), "missing_claim"),
         ("exp_string", idp.mint({"exp": str(int(now) + 300)}, key=rsa_key, now=now), "invalid_claim"),
         ("exp_bool", idp.mint({"exp": True}, key=rsa_key, now=now), "invalid_claim"),
-        ("exp_overflows_to_infinity", rsa_signed(no_exp[:-1] + b', "exp": 1e400}'), "invalid_claim"),
+        ("exp_overflows_to_infinity", rsa_signed(no_exp[:-1] + b', "exp": 1e400}'), "malformed_token"),
         ("nbf_string", idp.mint({"nbf": "yesterday"}, key=rsa_key, now=now), "invalid_claim"),
         # audience and issuer
         ("wrong_audience", idp.mint({"aud": "someone-else"}, key=rsa_key, now=now), "bad_audience"),

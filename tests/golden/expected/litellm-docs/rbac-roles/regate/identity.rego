@@ -93,13 +93,17 @@ default team_ids_claim := []
 team_ids_claim := _team_ids_value if _id_list(_team_ids_value)
 
 # A list of ids, not too long: a longer one is refused before any id is looked at.
+# Rego sorts by type first (null, booleans, numbers, strings, then arrays, objects and
+# sets), and "" is the least string: a sorted list that starts with a non-empty string
+# and ends with a string holds non-empty strings only. One sort costs a fraction of a
+# rule evaluated per id, which a token with many groups would pay on every decision.
 _id_list(value) if {
 	is_array(value)
 	count(value) <= max_teams
-	every id in value {
-		is_string(id)
-		id != ""
-	}
+	sorted := sort(value)
+	is_string(sorted[0])
+	sorted[0] != ""
+	is_string(sorted[count(sorted) - 1])
 }
 
 # The stored virtual key's team.
