@@ -22,6 +22,7 @@ from .bodies import json_body
 from .credentials import Credential
 from .decisions import Decision
 from .paths import NonCanonicalPath, canonical_path, request_target
+from .ratelimit import limits_of
 from .responses import error_response, from_error
 from .team_facts import requested_team
 
@@ -128,7 +129,26 @@ def gate():
         ctx.reason = e.code
         return from_error(e)
     ctx.auth = Auth(credential, decision, path)
+    _begin_admission(components, ctx, decision)
     return None
+
+
+def _begin_admission(components, ctx, decision: Decision) -> None:
+    """Ask the rate-limit counters now whether the call may go on (the principals it spends for:
+    of a token's teams, the one it runs as); the proxy reads the answer once its upstream request
+    is built, so the round trip overlaps the way there. Not for a body the proxy refuses unread."""
+    standing = ctx.get("standing")
+    if standing and isinstance(json_body(), dict):
+        limits = limits_of(components.budgets.of_subject(standing, decision.subject))
+        if limits:
+            ctx.admitting = components.limiter.begin(ctx.request_id, limits)
+
+
+def _abandon_admission(_error) -> None:
+    """A request refused after the gate asked the counters, before the proxy read the answer."""
+    pending = g.pop("admitting", None)
+    if pending is not None:
+        pending.abandon()
 
 
 def _upsert(components, decision: Decision) -> None:
@@ -181,3 +201,4 @@ def finish(response):
 def init_app(app: Flask) -> None:
     app.before_request(gate)
     app.after_request(finish)
+    app.teardown_request(_abandon_admission)

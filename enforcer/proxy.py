@@ -14,7 +14,7 @@ from regate.common.errors import BadRequestError, RegateError, UpstreamError
 from . import metrics
 from .bodies import json_body
 from .pricing import quote
-from .ratelimit import RateLimited, limits_of
+from .ratelimit import PendingAdmission, RateLimited
 from .responses import from_error
 from .spend_record import SpendRecord
 from .usage_estimate import prompt_tokens
@@ -60,12 +60,11 @@ class _SpendContext:
         self.prompt_estimate = 0  # set for streams: the prompt's tokens if the usage never comes
         self.tokens = 0  # the call's, once recorded
 
-    def admit(self, standing) -> None:
-        """Count the request against the rate limits of the principals it spends for (of a token's
-        teams, the one it runs as): RateLimited / LimiterUnavailable if not."""
-        limits = limits_of(self.budgets.of_subject(standing, self.auth.subject))
-        if limits:
-            self.admission = self.limiter.admit(self.base["request_id"], limits)
+    def admit(self, pending: PendingAdmission | None) -> None:
+        """Read the admission the gate asked the rate-limit counters for (gate.begin_admission):
+        RateLimited / LimiterUnavailable if the request may not go on."""
+        if pending is not None:
+            self.admission = pending.result()
 
     def record(self, call, status: str, *, release: bool = True) -> None:
         """Count the call's spend (at once: this worker's next decision sees it) and, unless the
@@ -131,8 +130,14 @@ def _forward(kind: str):
         return from_error(BadRequestError("the request body must be a JSON object"))
     model = ctx.model or ""
     spend = _SpendContext(components, ctx, req.path, model)
+    # Built while the counters answer the gate's question: the two overlap.
+    unsendable = prepared = None
     try:
-        spend.admit(ctx.get("standing") or {})
+        prepared = components.upstreams.prepare(kind, body, request_id=ctx.request_id, extra_headers=req.headers)
+    except RegateError as e:
+        unsendable = e
+    try:
+        spend.admit(ctx.get("admitting"))
     except RateLimited as e:
         ctx.reason = e.code
         response = from_error(e)
@@ -141,14 +146,14 @@ def _forward(kind: str):
     except RegateError as e:
         ctx.reason = e.code
         return from_error(e)
+    if unsendable is not None:
+        spend.refused()
+        return from_error(unsendable)
     started = time.perf_counter()
     try:
-        call = components.upstreams.open(kind, body, request_id=ctx.request_id, extra_headers=req.headers)
-    except RegateError as e:
-        if isinstance(e, UpstreamError):
-            spend.record(None, "failure")
-        else:
-            spend.refused()
+        call = components.upstreams.send(prepared)
+    except UpstreamError as e:
+        spend.record(None, "failure")
         return from_error(e)
     metrics.labelled(metrics.UPSTREAM_SECONDS, model).observe(time.perf_counter() - started)
     if not call.is_stream:

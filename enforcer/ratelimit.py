@@ -28,6 +28,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from regate.common.errors import RegateError
 
@@ -106,8 +107,50 @@ def _refusal(limit: Limit, kind: str, counts: _Counts, reset: float, limits, all
     return RateLimited(message, _headers(limits, all_counts, retry))
 
 
+class PendingAdmission:
+    """An admission asked for and not yet read (RateLimiter.begin). `result()` reads it, once;
+    a request that ends without reading it (refused before the upstream) calls `abandon()`,
+    which reads it and frees what it holds."""
+
+    def __init__(self, limiter: RateLimiter, answer: Callable[[], Admission]):
+        self._limiter = limiter
+        self._answer = answer
+        self._read = False
+
+    def result(self) -> Admission:
+        """The admission, or RateLimited / LimiterUnavailable."""
+        self._read = True
+        return self._answer()
+
+    def abandon(self) -> None:
+        if self._read:
+            return
+        try:
+            self._limiter.release(self.result(), 0)
+        except RegateError:  # refused, or the counters are out of reach: nothing held, or leases that expire
+            pass
+
+
+def _settled(limiter: RateLimiter, admission: Admission | None = None, error: RegateError | None = None):
+    """A PendingAdmission whose answer is known already."""
+    def answer() -> Admission:
+        if error is not None:
+            raise error
+        return admission
+
+    return PendingAdmission(limiter, answer)
+
+
 class RateLimiter:
-    """admit() before the upstream is called, release() when the response has ended."""
+    """begin() (or admit()) before the upstream is called, release() when the response has ended."""
+
+    def begin(self, request_id: str, limits: list[Limit]) -> PendingAdmission:
+        """Ask for an admission now and read it later: a backend over the network sends the
+        question at once, so what the request does until `result()` overlaps the round trip."""
+        try:
+            return _settled(self, self.admit(request_id, limits))
+        except RegateError as e:
+            return _settled(self, error=e)
 
     def admit(self, request_id: str, limits: list[Limit]) -> Admission:
         raise NotImplementedError
@@ -214,6 +257,11 @@ def _n(value: int | None) -> int:
     return -1 if value is None else value
 
 
+def _unavailable(error: Exception) -> LimiterUnavailable:
+    # The message names the host, never the password (redis-py does not print it).
+    return LimiterUnavailable(f"rate limits cannot be checked: Redis did not answer ({type(error).__name__})")
+
+
 class _Script:
     def __init__(self, source: str):
         self.source = source
@@ -245,28 +293,52 @@ class RedisLimiter(RateLimiter):
         self._release_script = _Script(_RELEASE)
         self._renew_script = _Script(_RENEW)
 
-    def _call(self, script: _Script, keys, args):
+    def _send(self, script: _Script, keys, args) -> Callable[[], Any]:
+        """Send the script; the callable returned reads its answer (and must be called: it gives
+        the connection back to the pool)."""
         try:
             connection = self._pool.get_connection()
+        except self._errors as e:
+            raise _unavailable(e) from None
+        try:
+            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except self._errors as e:
+            self._pool.release(connection)  # a connection that failed mid-command is closed by now
+            raise _unavailable(e) from None
+
+        def answer():
             try:
                 try:
-                    connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
                     return connection.read_response()
                 except self._no_script:  # Redis restarted or flushed its scripts: EVAL caches it again
                     connection.send_command("EVAL", script.source, len(keys), *keys, *args)
                     return connection.read_response()
+            except self._errors as e:
+                raise _unavailable(e) from None
             finally:
-                self._pool.release(connection)  # a connection that failed mid-command is closed by now
-        except self._errors as e:
-            # The message names the host, never the password (redis-py does not print it).
-            raise LimiterUnavailable(f"rate limits cannot be checked: Redis did not answer ({type(e).__name__})") from None
+                self._pool.release(connection)
 
-    def admit(self, request_id: str, limits: list[Limit]) -> Admission:
+        return answer
+
+    def _call(self, script: _Script, keys, args):
+        return self._send(script, keys, args)()
+
+    def begin(self, request_id: str, limits: list[Limit]) -> PendingAdmission:
         keys = [_PREFIX + lim.name for lim in limits]
         args: list = [request_id, LEASE_SECONDS]
         for lim in limits:
             args += [_n(lim.rpm), _n(lim.tpm), _n(lim.parallel)]
-        reply = self._call(self._admit_script, keys, args)
+        try:
+            reply = self._send(self._admit_script, keys, args)
+        except LimiterUnavailable as e:
+            return _settled(self, error=e)
+        return PendingAdmission(self, lambda: self._admission(request_id, limits, reply()))
+
+    def admit(self, request_id: str, limits: list[Limit]) -> Admission:
+        return self.begin(request_id, limits).result()
+
+    @staticmethod
+    def _admission(request_id: str, limits: list[Limit], reply) -> Admission:
         admitted, index, kind, reset = int(reply[0]), int(reply[1]), reply[2], float(reply[3])
         flat = [int(v) for v in reply[4:]]
         counts = [_Counts(*flat[i:i + 3]) for i in range(0, len(flat), 3)]

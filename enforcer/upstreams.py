@@ -49,6 +49,7 @@ import re
 import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -127,6 +128,17 @@ class _Target:
         return f"<_Target {d.model_name!r} -> {d.provider}/{d.upstream_model}>"
 
 
+@dataclass(frozen=True)
+class PreparedCall:
+    """A request for an upstream, ready to send (Upstreams.prepare)."""
+
+    target: _Target
+    path: str
+    payload: bytes = field(repr=False)
+    headers: dict[str, str] = field(repr=False)  # the upstream's credential among them
+    streaming: bool
+
+
 class Upstreams:
     """The configured model upstreams, resolved once at start."""
 
@@ -166,6 +178,11 @@ class Upstreams:
         Raises UnknownModelError (400), RegateError `provider_not_supported` (501),
         BadRequestError (400) for a body that cannot be forwarded, UpstreamError (502/504).
         """
+        return self.send(self.prepare(kind, body, request_id=request_id, extra_headers=extra_headers))
+
+    def prepare(self, kind: Kind, body: Mapping[str, Any], *, request_id: str,
+                extra_headers: Mapping[str, str] | None = None) -> PreparedCall:
+        """The request `open` would send, not sent yet; raises what `open` raises before sending."""
         if kind not in _ROUTE_PATHS:
             raise ValueError(f"unknown request kind {kind!r}")
         if not isinstance(body, Mapping):
@@ -175,8 +192,12 @@ class Upstreams:
             # A server that coerces 1 or "true" would stream without the usage regate asks for.
             raise BadRequestError("`stream` must be true or false")
         streaming = kind != "embeddings" and body.get("stream") is True
-        payload = _payload(target, body, streaming)
-        headers = _request_headers(target, request_id, extra_headers)
+        return PreparedCall(target, target.path(kind), _payload(target, body, streaming),
+                            _request_headers(target, request_id, extra_headers), streaming)
+
+    def send(self, prepared: PreparedCall) -> UpstreamCall:
+        """Send a prepared request (see `open`): UpstreamError (502/504) when it fails."""
+        target, streaming = prepared.target, prepared.streaming
         deployment = target.deployment
         started = time.monotonic()
         if streaming:
@@ -187,7 +208,7 @@ class Upstreams:
             deadline = started + wait
         try:
             # The request and the answer's head, however they trickle in, within one wait.
-            response = target.pool.request("POST", target.path(kind), payload, headers,
+            response = target.pool.request("POST", prepared.path, prepared.payload, prepared.headers,
                                            connect_timeout=min(self.connect_timeout, wait), timeout=wait,
                                            deadline=started + wait)
         except _TRANSPORT_ERRORS as exc:

@@ -152,3 +152,46 @@ def test_redis_that_lost_its_scripts_is_given_them_again(redis_url):  # noqa: F8
             limiter.admit("r3", [Limit("key:k1", rpm=2)])
     finally:
         limiter.close()
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def limiter(request, tmp_path):
+    made = (RedisLimiter(request.getfixturevalue("redis_url")) if request.param == "redis"
+            else SqliteLimiter(tmp_path / "ratelimits.db"))
+    yield made
+    made.close()
+
+
+def test_an_admission_begun_counts_before_it_is_read(limiter):
+    """The gate begins the admission and the proxy reads it later: the slot is held from the start."""
+    name = f"key:{uuid.uuid4().hex}"
+    pending = limiter.begin("r1", [Limit(name, parallel=1)])
+    assert pending.result().headers == {}
+    with pytest.raises(RateLimited, match="1 parallel requests of 1 allowed"):
+        limiter.begin("r2", [Limit(name, parallel=1)]).result()
+    pending.abandon()  # read already: the proxy owns the admission, nothing is released here
+    with pytest.raises(RateLimited):
+        limiter.admit("r3", [Limit(name, parallel=1)])
+
+
+def test_an_admission_never_read_is_released_when_abandoned(limiter):
+    """A request refused between the gate and the proxy frees what its admission holds."""
+    name = f"key:{uuid.uuid4().hex}"
+    limiter.begin("r1", [Limit(name, rpm=5, parallel=1)]).abandon()
+    admission = limiter.admit("r2", [Limit(name, rpm=5, parallel=1)])  # the slot is free again
+    assert admission.headers["x-ratelimit-remaining-requests"] == "3"  # a request counts at admission
+    refused = limiter.begin("r3", [Limit(name, rpm=5, parallel=1)])
+    refused.abandon()  # refused: nothing held, nothing raised
+    with pytest.raises(RateLimited):
+        limiter.admit("r4", [Limit(name, parallel=1)])  # r2 still holds its slot
+
+
+def test_redis_out_of_reach_is_a_503_when_the_admission_is_read(redis_url):  # noqa: F811
+    limiter = RedisLimiter(redis_url.rsplit(":", 1)[0] + ":1/0", connect_timeout=0.2)
+    try:
+        pending = limiter.begin("r1", [Limit("key:k1", rpm=5)])
+        with pytest.raises(LimiterUnavailable, match="Redis did not answer"):
+            pending.result()
+        limiter.begin("r2", [Limit("key:k1", rpm=5)]).abandon()  # nothing raised
+    finally:
+        limiter.close()
