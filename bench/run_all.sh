@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/setup.sh
+# audit.py's `regate matrix` / `diff` evaluate with OPA: the project's pinned build.
+export REGATE_OPA_BIN="${REGATE_OPA_BIN:-$(scripts/ensure-opa)}"
 mkdir -p bench/results/raw
 log="bench/results/raw/run_all-$(date -u +%Y%m%dT%H%M%SZ).log"
 smoke=()

@@ -106,7 +106,18 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise _reject(MALFORMED_TOKEN, f"token {what} is not valid JSON") from None
     if not isinstance(obj, dict):
         raise _reject(MALFORMED_TOKEN, f"token {what} is not a JSON object")
+    if b"\\u" in data and _has_lone_surrogate(obj):
+        raise _reject(MALFORMED_TOKEN, f"token {what} is not valid Unicode text (a lone surrogate escape)")
     return obj
+
+
+def _has_lone_surrogate(obj: dict[str, Any]) -> bool:
+    # A lone \ud800 escape decodes to a str that no UTF-8 text (the store, OPA, a log line) can hold.
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,8 @@ EXPECTED_CODES = {
     "payload_duplicate_claim_signed": "malformed_token",
     "payload_nan_signed": "malformed_token",
     "payload_overflowing_number_signed": "malformed_token",
+    "payload_lone_surrogate_signed": "malformed_token",
+    "payload_lone_surrogate_name_signed": "malformed_token",
     "kid_not_string": "malformed_token",
     "one_megabyte": "token_too_large",
     "just_over_limit": "token_too_large",
@@ -263,6 +265,14 @@ def test_claims_are_returned_as_they_are(idp, verifier):
     token = idp.mint(odd, now=1_900_000_000 - 100)
     claims = TokenVerifier(verifier.settings, verifier.keyset, clock=lambda: 1_900_000_000 - 50).verify(token)
     assert claims == {**idp.default_claims(now=1_900_000_000 - 100), **odd}
+
+
+def test_escaped_surrogate_pairs_are_the_characters_they_encode(idp, verifier):
+    # json.dumps escapes "😀" as the pair \ud83d\ude00: only a lone half is malformed.
+    token = idp.mint({"name": "\U0001F600 \u00e9"}, now=1_900_000_000 - 100)
+    assert "\\ud83d\\ude00" in decode_part(parts(token)[1]).decode()
+    claims = TokenVerifier(verifier.settings, verifier.keyset, clock=lambda: 1_900_000_000 - 50).verify(token)
+    assert claims["name"] == "\U0001F600 \u00e9"
 
 
 def test_thumbprint_headers_are_accepted(idp, verifier):

@@ -281,6 +281,11 @@ def forgeries(idp: IdentityProvider, *, now: float | None = None) -> list[Forger
         ("payload_nan_signed", rsa_signed(json.dumps(claims)[:-1].encode() + b', "x": NaN}'), "malformed_token"),
         ("payload_overflowing_number_signed", rsa_signed(json.dumps(claims)[:-1].encode() + b', "x": 1e400}'),
          "malformed_token"),
+        # \ud800 alone decodes to a lone surrogate: no UTF-8 text (the store, OPA, a log line) holds it.
+        ("payload_lone_surrogate_signed", rsa_signed(json.dumps(claims)[:-1].encode() + b', "name": "a\\ud800"}'),
+         "malformed_token"),
+        ("payload_lone_surrogate_name_signed", rsa_signed(json.dumps(claims)[:-1].encode() + b', "\\udfff": 1}'),
+         "malformed_token"),
         ("kid_not_string", rsa_signed(claims, kid=7), "malformed_token"),
         # size
         ("one_megabyte", f"{h}.{'A' * (1 << 20)}.{s}", "token_too_large"),
