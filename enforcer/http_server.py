@@ -28,6 +28,7 @@ completion. gunicorn still runs the master (worker processes, signals, graceful 
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import sys
@@ -491,6 +492,12 @@ class Worker(GeventWorker):
         self._limits = Limits(cfg.limit_request_line or 4094, cfg.limit_request_fields or 100,
                               cfg.limit_request_field_size or 8190)
         super().init_process()
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        # What is loaded by now (modules, the app, its tables) lives as long as the worker: frozen,
+        # a full collection no longer walks it (≈ 25 ms each here, a stall for every request in flight).
+        gc.freeze()
 
     def handle(self, listener, client, addr):
         client.setblocking(1)

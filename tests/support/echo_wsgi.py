@@ -6,6 +6,7 @@ options (limits, hardening) on 127.0.0.1:PORT.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -31,6 +32,10 @@ def app(environ, start_response):
     if path == "/short":  # announces more than it sends
         start_response("200 OK", [("Content-Length", "10")])
         return [b"12345"]
+    if path == "/gc":  # what the worker froze before serving (http_server.Worker.load_wsgi)
+        body = json.dumps({"frozen": gc.get_freeze_count()}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/slow":
         time.sleep(float(environ.get("QUERY_STRING") or 1))
     body = environ["wsgi.input"].read()
