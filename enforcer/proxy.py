@@ -61,7 +61,7 @@ class _SpendContext:
         self.tokens = 0  # the call's, once recorded
 
     def admit(self, pending: PendingAdmission | None) -> None:
-        """Read the admission the gate asked the rate-limit counters for (gate.begin_admission):
+        """Read the admission the gate asked the rate-limit counters for (gate._begin_admission):
         RateLimited / LimiterUnavailable if the request may not go on."""
         if pending is not None:
             self.admission = pending.result()
