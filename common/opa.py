@@ -82,7 +82,9 @@ class OpaProcess:
         self.port = port or free_port()
         self.capture_output = capture_output
         self.log_level = log_level
-        self.instance = secrets.token_hex(8)  # a label only this process has (see _ready_server)
+        # A label only this process has (see _ready_server). OPA reads `--set` values as YAML: a hex
+        # string of digits alone would be a number, which labels refuse (OPA exits).
+        self.instance = "regate-" + secrets.token_hex(8)
         self.proc: subprocess.Popen | None = None
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None

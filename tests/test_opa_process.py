@@ -42,3 +42,11 @@ def test_a_restart_keeps_its_port(opa_bin):
             with pytest.raises(PortTaken):
                 mine.start(wait_bundle=False)
         assert mine.port == port
+
+
+@pytest.mark.parametrize("random_hex", ["1234567890123456", "12e4567890123456", "abcdef0123456789"])
+def test_any_random_instance_label_starts(opa_bin, monkeypatch, random_hex):
+    # OPA refused to start (about 1 start in 2,000: (10/16)**16) when the random label was all digits.
+    monkeypatch.setattr(opa_module.secrets, "token_hex", lambda n: random_hex)
+    with OpaProcess([], opa_bin=opa_bin, capture_output=True) as mine:
+        assert mine._ready_server(f"{mine.url}/health") == mine.instance
