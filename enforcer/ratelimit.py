@@ -262,6 +262,16 @@ def _unavailable(error: Exception) -> LimiterUnavailable:
     return LimiterUnavailable(f"rate limits cannot be checked: Redis did not answer ({type(error).__name__})")
 
 
+def _command(*args: str | int) -> bytes:
+    """The RESP array of bulk strings redis-py's packer writes for these arguments, built in one
+    join (its packer, per argument an encoder call and a concatenation, cost ≈ 55 µs a script)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 class _Script:
     def __init__(self, source: str):
         self.source = source
@@ -301,7 +311,7 @@ class RedisLimiter(RateLimiter):
         except self._errors as e:
             raise _unavailable(e) from None
         try:
-            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            connection.send_packed_command([_command("EVALSHA", script.sha, len(keys), *keys, *args)])
         except self._errors as e:
             self._pool.release(connection)  # a connection that failed mid-command is closed by now
             raise _unavailable(e) from None
@@ -311,7 +321,7 @@ class RedisLimiter(RateLimiter):
                 try:
                     return connection.read_response()
                 except self._no_script:  # Redis restarted or flushed its scripts: EVAL caches it again
-                    connection.send_command("EVAL", script.source, len(keys), *keys, *args)
+                    connection.send_packed_command([_command("EVAL", script.source, len(keys), *keys, *args)])
                     return connection.read_response()
             except self._errors as e:
                 raise _unavailable(e) from None

@@ -8,6 +8,10 @@ import uuid
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 
 from regate.enforcer.ratelimit import (
     MAX_REDIS_CONNECTIONS,
@@ -16,7 +20,9 @@ from regate.enforcer.ratelimit import (
     RateLimited,
     RedisLimiter,
     SqliteLimiter,
+    _command,
 )
+from tests.support.properties import bounded
 from tests.support.redis import redis_server, redis_url  # noqa: F401 - fixtures for these tests
 
 RPM = 50
@@ -195,3 +201,15 @@ def test_redis_out_of_reach_is_a_503_when_the_admission_is_read(redis_url):  # n
         limiter.begin("r2", [Limit("key:k1", rpm=5)]).abandon()  # nothing raised
     finally:
         limiter.close()
+
+
+# Text a team id or key name may hold (no lone surrogates: tokens and the store refuse them).
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+
+
+@bounded(300)
+@given(st.lists(st.one_of(_TEXT, st.integers(-2**63, 2**63)), max_size=12), st.integers(0, 3))
+def test_a_command_is_packed_as_redis_py_packs_it(args, cutoff_exponent):
+    # Small cutoffs make redis-py split its output into chunks: joined, the bytes must be the same.
+    reference = PythonRespSerializer(10 ** (cutoff_exponent + 1), Encoder("utf-8", "strict", False).encode)
+    assert _command("EVALSHA", *args) == b"".join(reference.pack("EVALSHA", *args))
