@@ -194,6 +194,15 @@ def test_forged_token_is_rejected_with_its_code(name, forged, verifier):
         assert kid not in error.message
 
 
+@pytest.mark.parametrize(("name", "message"), [
+    ("payload_lone_surrogate_signed", "token payload is not valid Unicode text (a lone surrogate escape)"),
+    ("payload_lone_surrogate_name_signed", "token payload is not valid Unicode text (a lone surrogate escape)"),
+    ("payload_overflowing_number_signed", "token payload is not valid JSON"),
+])
+def test_a_payload_no_text_can_carry_is_told_why(name, message, forged, verifier):
+    assert rejection(verifier, forged[name].token).message == message
+
+
 def test_oversized_token_is_rejected_before_any_key_lookup(fresh_idp):
     verifier = verifier_for(fresh_idp)
     good = fresh_idp.mint()
