@@ -11,12 +11,14 @@ must be looked up) and `team_ids_jwt_field: groups`. Three tokens are compared:
 - 50 groups, first: a `groups` claim of 50 teams in the store, the first of which may use the
   requested model (the usual case: the policy tries the first team alone);
 - 50 groups, last: the same 50 teams, all but the last limited to another model, so the policy
-  has to look at every team before it finds the one that may use the model (the worst case).
+  has to look past every team before it finds the one that may use the model;
+- 50 groups, one a team: 49 groups that are not teams (not in the store), then one that is (an
+  IdP's groups are mostly not LiteLLM teams).
 
 1. OPA alone: the decision's evaluation time from OPA itself (`?metrics=true` →
    timer_rego_query_eval_ns) and the HTTP round trip, with the facts the enforcer would send.
 2. Through the enforcer (`regate serve` + OPA sidecar, `REGATE_DECISION_CACHE_TTL=0`, so every
-   request is a decision miss): `POST /v1/chat/completions` to the model stub, the two tokens
+   request is a decision miss): `POST /v1/chat/completions` to the model stub, the tokens
    interleaved request by request on one keep-alive connection; per token the median and p99
    latency, and the enforcer's own mean decision time (regate_decision_seconds).
 """
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import harness  # noqa: E402
 
+from regate.enforcer.team_facts import teams_without_model  # noqa: E402
 from tests.support.opa import OpaServer  # noqa: E402
 
 WANTED = "gpt-4o-mini"  # the model the requests ask for
@@ -57,27 +60,35 @@ def config(path: Path) -> Path:
 
 
 def team_models(groups: int) -> dict[str, list[str]]:
-    """The store's teams: team-one (every model); f0 ... (only f0 may use WANTED); l0 ... (only the last may)."""
+    """The store's teams: team-one (every model); f0 ... (only f0 may use WANTED); l0 ... (only the
+    last may); of g0 ... only the last is a team."""
     teams = {"team-one": []}
     teams.update({f"f{i}": ([] if i == 0 else [OTHER]) for i in range(groups)})
     teams.update({f"l{i}": ([] if i == groups - 1 else [OTHER]) for i in range(groups)})
+    teams[f"g{groups - 1}"] = []
     return teams
 
 
-def kinds(groups: int) -> tuple[str, str, str]:
-    return ("one team", f"{groups} groups, first", f"{groups} groups, last")
+KINDS = {"one team": "", "first": "f", "last": "l", "one a team": "g"}  # kind -> prefix of its groups
+
+
+def kinds(groups: int) -> tuple[str, ...]:
+    return tuple(kind if kind == "one team" else f"{groups} groups, {kind}" for kind in KINDS)
+
+
+def _prefix(kind: str) -> str:
+    return KINDS[kind.split(", ")[-1]]
 
 
 def claims(kind: str, groups: int) -> dict:
     base = {"sub": "bench-user", "email": "bench-user@example.com"}
     if kind == "one team":
         return {**base, "team_id": "team-one"}
-    prefix = "f" if kind.endswith("first") else "l"
-    return {**base, "groups": [f"{prefix}{i}" for i in range(groups)]}
+    return {**base, "groups": [f"{_prefix(kind)}{i}" for i in range(groups)]}
 
 
 def expected_team(kind: str, groups: int) -> str:
-    return {"one team": "team-one"}.get(kind) or ("f0" if kind.endswith("first") else f"l{groups - 1}")
+    return {"one team": "team-one"}.get(kind) or (f"{_prefix(kind)}0" if kind.endswith("first") else f"{_prefix(kind)}{groups - 1}")
 
 
 def opa_alone(opa_bin: str, bundle: Path, groups: int, queries: int) -> dict[str, tuple[float, float]]:
@@ -88,10 +99,13 @@ def opa_alone(opa_bin: str, bundle: Path, groups: int, queries: int) -> dict[str
     for kind in kinds(groups):
         token = claims(kind, groups)
         named = [token["team_id"]] if "team_id" in token else token["groups"]
+        teams = {t: models[t] for t in named if t in models}
+        facts = {"user_id": "bench-user", "user_exists": True, "teams": teams}
+        if without := teams_without_model(teams, WANTED):
+            facts["teams_without_model"] = without
         bodies[kind] = json.dumps({"input": {
             "request": {"method": "POST", "path": "/v1/chat/completions", "model": WANTED, "requested_team": None},
-            "credential": {"type": "jwt", "claims": token},
-            "facts": {"user_id": "bench-user", "user_exists": True, "teams": {t: models[t] for t in named}},
+            "credential": {"type": "jwt", "claims": token}, "facts": facts,
         }}).encode()
     evals: dict[str, list[float]] = {k: [] for k in bodies}
     trips: dict[str, list[float]] = {k: [] for k in bodies}

@@ -225,6 +225,7 @@ def render(config: Config) -> dict[str, bytes]:
         "enforce_team_models": policy.enforce_team_models.value,
         "default_team": _setting_view(policy.team_id_default, source),
         "team_upsert": _setting_view(policy.team_id_upsert, source),
+        "team_upsert_enabled": bool(policy.team_id_upsert.value),
         "admin_scope": _setting_view(policy.admin_scope, source),
         "route_sets": _route_views(config, source),
         "domains": _View(

@@ -146,13 +146,14 @@ class Facts:
         names = (_name(policy.claim_field(f, credential.issuer)) for f in ("user_field", "email_field"))
         return next(filter(None, (string_claim(claims, name) for name in names)), None)
 
-    def for_credential(self, credential: Credential, requested_team: str | None = None) -> dict | None:
+    def for_credential(self, credential: Credential, requested_team: str | None = None,
+                       model: str | None = None) -> dict | None:
         facts: dict = {}
         user_id = self.user_id(credential) if self._checks_users else None
         if user_id is not None:
             exists = self._users.fetch(user_id, self._store.user_exists)
             facts.update(user_id=user_id, user_exists=exists)
-        facts.update(self.teams.for_credential(credential, requested_team))
+        facts.update(self.teams.for_credential(credential, requested_team, model))
         return facts or None
 
     def created(self, user_id: str) -> None:

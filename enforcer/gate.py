@@ -73,11 +73,12 @@ def _request_model(req, ctx, path: str):
 
 def _decide(components, req, ctx, credential: Credential, path: str) -> Decision:
     team = requested_team(req.headers)
+    model = _request_model(req, ctx, path)
     input_doc = {
-        "request": {"method": req.method, "path": path, "model": _request_model(req, ctx, path), "requested_team": team},
+        "request": {"method": req.method, "path": path, "model": model, "requested_team": team},
         "credential": credential.as_input(),
     }
-    facts = components.facts.for_credential(credential, team)
+    facts = components.facts.for_credential(credential, team, model)
     if req.method == "POST" and path in MODEL_ROUTES:
         # Spending routes: the budgets of every principal the request may spend for, for the policy
         # (it selects the team the request runs as); their rate limits, for the proxy.

@@ -7,7 +7,9 @@ and the x-litellm-team-id header (as an id and as an alias; not for requests wit
 credential, which the policy judges on nothing else).
 Which of them the request runs as is the policy's choice (data.regate.teams), never this
 module's. A team list longer than the policy accepts is not looked up (the policy refuses
-the token). Answers are cached briefly per list of ids (a token's groups come again with each
+the token). With a model named, the teams whose models exclude it are listed too
+(`teams_without_model`): the policy then skips them without a check each when it looks for
+one that may use the model. Answers are cached briefly per list of ids (a token's groups come again with each
 of its requests: one lookup, not one per team) and per alias.
 """
 
@@ -42,8 +44,15 @@ def requested_team(headers) -> str | None:
     return value
 
 
+def teams_without_model(teams: dict[str, list[str]], model: str | None) -> dict[str, bool]:
+    """{id: True} of the teams whose models exclude `model` (an empty list allows every model)."""
+    if model is None:
+        return {}
+    return {team: True for team, models in teams.items() if models and model not in models}
+
+
 class TeamFacts:
-    """`facts.teams`, `facts.team_aliases` and `facts.org_aliases` for one request."""
+    """`facts.teams`, `facts.teams_without_model`, `facts.team_aliases` and `facts.org_aliases` for one request."""
 
     def __init__(self, store: Store, policy: AuthPolicy, *, ttl: float = 5.0):
         self._store = store
@@ -54,7 +63,7 @@ class TeamFacts:
         self._team_aliases = TtlCache(ttl)  # alias -> ids of the teams that have it (at most two)
         self._org_aliases = TtlCache(ttl)
 
-    def for_credential(self, credential: Credential, requested: str | None = None) -> dict:
+    def for_credential(self, credential: Credential, requested: str | None = None, model: str | None = None) -> dict:
         ids, aliases, org_alias = self._candidates(credential, requested)
         facts: dict = {}
         team_aliases = {a: found for a in aliases if (found := self._team_aliases.fetch(a, self._alias_lookup))}
@@ -62,7 +71,9 @@ class TeamFacts:
             facts["team_aliases"] = {a: list(found) for a, found in team_aliases.items()}
             ids += [found[0] for found in team_aliases.values() if len(found) == 1]
         if ids:
-            facts["teams"] = self._teams.fetch(tuple(ids), self._teams_lookup)
+            teams = facts["teams"] = self._teams.fetch(tuple(ids), self._teams_lookup)
+            if without := teams_without_model(teams, model):
+                facts["teams_without_model"] = without
         if org_alias is not None:
             found = self._org_aliases.fetch(org_alias, self._org_alias_lookup)
             if found:

@@ -2,8 +2,10 @@
 x-litellm-team-id header, team model access, default and upserted teams, aliases.
 
 Facts are what the enforcer sends: `teams` (existence and models per id it looked up),
-`team_aliases` / `org_aliases` (ids per alias). Blocked teams are runtime state
-(conftest.STATE blocks "blocked-team").
+`teams_without_model` (those whose models exclude the request's), `team_aliases` /
+`org_aliases` (ids per alias). Blocked teams are runtime state (conftest.STATE blocks
+"blocked-team"). Each table runs with and without `teams_without_model` (a shortcut for the
+policy, which `regate explain --facts` need not give): the decisions are the same.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from regate.enforcer.team_facts import teams_without_model
 
 from .test_decisions import check, jwt
 
@@ -23,6 +27,19 @@ def facts(*ids, models=None, missing=(), **more):
     del missing  # not in the store: the enforcer leaves them out
     teams = {team: list((models or {}).get(team, [])) for team in ids}
     return dict(KNOWN_USER, teams=teams, **more)
+
+
+def as_sent(doc):
+    """The input with facts.teams_without_model as the enforcer adds it."""
+    teams, model = doc.get("facts", {}).get("teams", {}), doc["request"].get("model")
+    if without := teams_without_model(teams, model):
+        return dict(doc, facts=dict(doc["facts"], teams_without_model=without))
+    return doc
+
+
+@pytest.fixture(params=[as_sent, lambda doc: doc], ids=["as sent", "without teams_without_model"])
+def sent(request):
+    return request.param
 
 
 def header(doc, team):
@@ -125,8 +142,8 @@ REGATE_TABLE = [
 
 
 @pytest.mark.parametrize("label,doc,allow,status,reason,team", REGATE_TABLE, ids=[r[0] for r in REGATE_TABLE])
-def test_regate_example_teams(opa_for, label, doc, allow, status, reason, team):
-    decision = opa_for("examples/regate").decide(doc)
+def test_regate_example_teams(opa_for, sent, label, doc, allow, status, reason, team):
+    decision = opa_for("examples/regate").decide(sent(doc))
     check(decision, allow, status, reason)
     assert decision["subject"]["team_id"] == team, decision
 
@@ -199,8 +216,8 @@ ENFORCED_TABLE = [
 
 
 @pytest.mark.parametrize("label,doc,allow,status,reason,team", ENFORCED_TABLE, ids=[r[0] for r in ENFORCED_TABLE])
-def test_enforced_team_model_access(opa_for, label, doc, allow, status, reason, team):
-    decision = opa_for("litellm-docs/team-header").decide(doc)
+def test_enforced_team_model_access(opa_for, sent, label, doc, allow, status, reason, team):
+    decision = opa_for("litellm-docs/team-header").decide(sent(doc))
     check(decision, allow, status, reason)
     assert decision["subject"]["team_id"] == team, decision
     assert decision["upsert_team"] is False
@@ -249,8 +266,8 @@ ALIASES_TABLE = [
 
 
 @pytest.mark.parametrize("label,doc,allow,status,reason,team,upsert", ALIASES_TABLE, ids=[r[0] for r in ALIASES_TABLE])
-def test_team_aliases_and_upserts(opa_for, label, doc, allow, status, reason, team, upsert):
-    decision = opa_for("cases/team-aliases").decide(doc)
+def test_team_aliases_and_upserts(opa_for, sent, label, doc, allow, status, reason, team, upsert):
+    decision = opa_for("cases/team-aliases").decide(sent(doc))
     check(decision, allow, status, reason)
     assert decision["subject"]["team_id"] == team, decision
     assert decision["upsert_team"] is upsert, decision
@@ -282,7 +299,30 @@ DEFAULT_TABLE = [
 
 
 @pytest.mark.parametrize("label,doc,allow,status,reason,team", DEFAULT_TABLE, ids=[r[0] for r in DEFAULT_TABLE])
-def test_default_team(opa_for, label, doc, allow, status, reason, team):
-    decision = opa_for("cases/team-default").decide(doc)
+def test_default_team(opa_for, sent, label, doc, allow, status, reason, team):
+    decision = opa_for("cases/team-default").decide(sent(doc))
     check(decision, allow, status, reason)
     assert decision["subject"]["team_id"] == team, decision
+
+
+# Team selection with and without the enforcer's shortcut, over arbitrary team lists and stores.
+_POOL = ["t1", "t2", "t3", "t4", "blocked-team"]
+_MODELS = ["m1", "m2"]
+_TEAM_LISTS = st.lists(st.sampled_from(_POOL), min_size=1, max_size=6)
+_STORES = st.dictionaries(st.sampled_from(_POOL), st.lists(st.sampled_from(_MODELS), max_size=2, unique=True))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(groups=_TEAM_LISTS, store=_STORES, model=st.sampled_from(_MODELS), shortcut=st.sets(st.sampled_from(_POOL)))
+@pytest.mark.parametrize("config", ["examples/regate", "litellm-docs/team-header"])
+def test_the_shortcut_changes_no_decision_and_a_wrong_one_widens_nothing(opa_for, config, groups, store, model, shortcut):
+    doc = jwt(dict(USER, groups=groups), model=model, facts=dict(KNOWN_USER, teams=store))
+    opa = opa_for(config)
+    plain = opa.decide(doc)
+    assert opa.decide(as_sent(doc)) == plain
+    # Whatever the shortcut says, the team a request runs as is checked in full.
+    wrong = opa.decide(dict(doc, facts=dict(doc["facts"], teams_without_model={t: True for t in shortcut})))
+    if wrong["allow"]:
+        team = wrong["subject"]["team_id"]
+        assert plain["allow"] and team in groups and team != "blocked-team", (wrong, plain)
+        assert not store.get(team) or model in store[team], (wrong, store)

@@ -89,3 +89,14 @@ def test_a_team_list_is_one_cached_lookup_until_a_team_changes(facts, monkeypatc
     monkeypatch.setattr(Store, "team_models", lambda store, ids: looked_up.append(ids) or real(store, ids))
     assert facts.for_credential(token)["teams"] == {"t-2": [], "t-1": ["m"]}
     assert looked_up == [("t-2", "t-9", "t-1")]
+
+
+@pytest.mark.parametrize("model, without", [
+    ("m", None),  # t-1 has it, t-2 has every model
+    ("other", {"t-1": True}),
+    (None, None),  # no model named (e.g. GET /v1/models): nothing to exclude
+])
+def test_the_teams_whose_models_exclude_the_requested_one_are_listed(facts, model, without):
+    got = facts.for_credential(jwt(sub="u-sub", groups=["t-2", "t-9", "t-1"]), model=model)
+    assert got["teams"] == {"t-2": [], "t-1": ["m"]}
+    assert got.get("teams_without_model") == without
