@@ -261,6 +261,12 @@ ALIASES_TABLE = [
      False, 403, "route_not_allowed", "t-new", False),
     ("a header naming no granted team upserts nothing", header(jwt(dict(SUB, tenant="t-red"), facts=facts("t-red")), "Nope"),
      False, 403, "team_not_granted", None, False),
+    ("the claimed team may not use the model: the list's next team that may",
+     jwt(dict(SUB, tenant="t-red", realm_access={"groups": ["t-new", "t-green"]}), model="gpt-4o",
+         facts=facts("t-red", "t-green", models={"t-red": ["other"]})), True, 200, None, "t-green", False),
+    ("the claimed team is created when the list's teams may not use the model",
+     jwt(dict(SUB, tenant="t-new", realm_access={"groups": ["t-red"]}), model="gpt-4o",
+         facts=facts("t-red", models={"t-red": ["other"]}, missing=["t-new"])), True, 200, None, "t-new", True),
     ("tenant of the wrong type", jwt(dict(SUB, tenant_name=["Blue"]), facts=KNOWN_USER), False, 401, "invalid_claims", None, False),
 ]
 
@@ -312,14 +318,25 @@ _TEAM_LISTS = st.lists(st.sampled_from(_POOL), min_size=1, max_size=6)
 _STORES = st.dictionaries(st.sampled_from(_POOL), st.lists(st.sampled_from(_MODELS), max_size=2, unique=True))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(groups=_TEAM_LISTS, store=_STORES, model=st.sampled_from(_MODELS), shortcut=st.sets(st.sampled_from(_POOL)))
-@pytest.mark.parametrize("config", ["examples/regate", "litellm-docs/team-header"])
-def test_the_shortcut_changes_no_decision_and_a_wrong_one_widens_nothing(opa_for, config, groups, store, model, shortcut):
-    doc = jwt(dict(USER, groups=groups), model=model, facts=dict(KNOWN_USER, teams=store))
+@pytest.mark.parametrize("config, team_claims, enforced, upserts", [
+    ("examples/regate", lambda teams: {"groups": teams}, False, False),
+    ("litellm-docs/team-header", lambda teams: {"groups": teams}, True, False),
+    ("cases/team-aliases", lambda teams: {"tenant": teams[0], "realm_access": {"groups": teams[1:]}}, True, True),
+], ids=["not enforced", "enforced", "enforced with upserts"])
+def test_the_shortcut_changes_no_decision_and_a_wrong_one_widens_nothing(opa_for, config, team_claims, enforced, upserts,
+                                                                         groups, store, model, shortcut):
+    doc = jwt(dict(USER, **team_claims(groups)), model=model, facts=dict(KNOWN_USER, teams=store))
     opa = opa_for(config)
     plain = opa.decide(doc)
     assert opa.decide(as_sent(doc)) == plain
+
+    def usable(team):  # the rule the README states, for reference
+        known = team in store or (upserts and team == groups[0])
+        return team != "blocked-team" and (known or not enforced) and (not store.get(team) or model in store[team])
+
+    assert plain["subject"]["team_id"] == next(filter(usable, groups), groups[0]), (plain, groups, store)
     # Whatever the shortcut says, the team a request runs as is checked in full.
     wrong = opa.decide(dict(doc, facts=dict(doc["facts"], teams_without_model={t: True for t in shortcut})))
     if wrong["allow"]:

@@ -85,20 +85,17 @@ _by_header := _requested if {
 
 # Most requests run as the first team: it is tried alone first, so a token's other
 # teams cost nothing then. Otherwise only the teams that can be usable by what the store
-# knows are checked in full; the others cost one lookup each (a token's groups are
-# mostly not teams, or not for this model).
+# knows are checked in full; the others cost a lookup each (a token's groups are mostly
+# not teams, or not for this model). input.facts.teams_without_model ({id: true}) lists
+# the looked-up teams whose models exclude the requested model, as the enforcer found
+# them in the store: a shortcut and nothing more, since every team it leaves in is
+# checked in full, and the team a request runs as always is (data.regate.models).
 _automatic := candidates[0] if {
 	_usable(candidates[0])
 } else := usable[0] if {
-	usable := [id | some id in candidates; not _without_model[id]; _usable(id)]
+	usable := [id | some id in candidates; not input.facts.teams_without_model[id]; _usable(id)]
 	count(usable) > 0
 } else := candidates[0]
-
-# The looked-up teams whose models exclude the requested model, as the enforcer found them
-# in the store (input.facts.teams_without_model: {id: true}). A shortcut for the walk
-# above and nothing more: every team it leaves in is checked in full, and the team a
-# request runs as always is (data.regate.models).
-_without_model := object.get(input, ["facts", "teams_without_model"], {})
 
 _usable(id) if {
 	not data.regate_state.blocked_teams[id]
