@@ -5,7 +5,7 @@ Prints markdown tables; nothing here asserts about speed. Usage:
     .venv/bin/python bench/teams.py --smoke
 
 The config is examples/regate.yaml with `enforce_team_based_model_access: true` (so every team
-must be looked up) and `team_ids_jwt_field: groups`. Three tokens are compared:
+must be looked up) and `team_ids_jwt_field: groups`. Four tokens are compared:
 
 - one team: `team_id` claim, one team in the store;
 - 50 groups, first: a `groups` claim of 50 teams in the store, the first of which may use the
@@ -88,7 +88,9 @@ def claims(kind: str, groups: int) -> dict:
 
 
 def expected_team(kind: str, groups: int) -> str:
-    return {"one team": "team-one"}.get(kind) or (f"{_prefix(kind)}0" if kind.endswith("first") else f"{_prefix(kind)}{groups - 1}")
+    if kind == "one team":
+        return "team-one"
+    return f"{_prefix(kind)}{0 if kind.endswith('first') else groups - 1}"
 
 
 def opa_alone(opa_bin: str, bundle: Path, groups: int, queries: int) -> dict[str, tuple[float, float]]:

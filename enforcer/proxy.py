@@ -17,7 +17,7 @@ from .pricing import quote
 from .ratelimit import PendingAdmission, RateLimited
 from .responses import from_error
 from .spend_record import SpendRecord
-from .usage_estimate import prompt_tokens
+from .usage_estimate import completion_tokens, prompt_tokens
 
 log = logging.getLogger("regate.proxy")
 bp = Blueprint("proxy", __name__)
@@ -58,6 +58,7 @@ class _SpendContext:
         )
         self.started_at = datetime.now(timezone.utc)
         self.prompt_estimate = 0  # set for streams: the prompt's tokens if the usage never comes
+        self.completion_estimate: int | None = None  # set for a whole answer without usage
         self.tokens = 0  # the call's, once recorded
 
     def admit(self, pending: PendingAdmission | None) -> None:
@@ -74,10 +75,11 @@ class _SpendContext:
         self.recorded = True
         usage = call.usage if call is not None else None
         # A stream without its usage (the client left and the upstream did not finish in time,
-        # or it sends none) was still billed: estimate, never zero, and say so in the log.
-        estimated = usage is None and call is not None and call.is_stream
+        # or it sends none), or an answer without one, was still billed: estimate, never zero,
+        # and say so in the log.
+        estimated = usage is None and call is not None and (call.is_stream or self.completion_estimate is not None)
         if estimated:
-            usage = (self.prompt_estimate, call.events)
+            usage = (self.prompt_estimate, call.events if call.is_stream else self.completion_estimate)
             metrics.SPEND_EVENTS.labels("estimated").inc()
         prompt, completion = usage or (0, 0)
         nanos = 0
@@ -164,6 +166,8 @@ def _forward(kind: str):
             return from_error(e)
         finally:
             call.close()
+        if call.ok and call.usage is None:
+            spend.prompt_estimate, spend.completion_estimate = prompt_tokens(kind, body), completion_tokens(kind, data)
         spend.record(call, "success" if call.ok else "failure", release=False)
         response = _with_limits(Response(json.dumps(data), status=call.status, headers=call.headers), spend)
         spend.release_after(response)

@@ -9,8 +9,8 @@ Which of them the request runs as is the policy's choice (data.regate.teams), ne
 module's. A team list longer than the policy accepts is not looked up (the policy refuses
 the token). With a model named, the teams whose models exclude it are listed too
 (`teams_without_model`): the policy then skips them without a check each when it looks for
-one that may use the model. Answers are cached briefly per list of ids (a token's groups come again with each
-of its requests: one lookup, not one per team) and per alias.
+one that may use the model. Answers are cached briefly per list of ids (a token's groups come
+again with each of its requests: one lookup, not one per team) and per alias.
 """
 
 from __future__ import annotations

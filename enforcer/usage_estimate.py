@@ -1,5 +1,6 @@
 """Token counts regate estimates itself when an upstream's usage never comes (a stream the client
-left and the upstream did not finish in time, or an upstream that sends none): never zero.
+left and the upstream did not finish in time, or an upstream that sends none, streamed or not):
+never zero.
 
 No tokenizer: about four characters a token (OpenAI's rule of thumb for English), plus the few
 tokens each chat message costs around its content. Rows with an estimate are marked
@@ -27,6 +28,27 @@ def prompt_tokens(kind: str, body: Any) -> int:
     else:
         count = _text_tokens(body.get("prompt" if kind == "completions" else "input"))
     return max(count, 1)
+
+
+def completion_tokens(kind: str, answer: Any) -> int:
+    """The estimated completion tokens of a whole (not streamed) answer: its choices' text and
+    tool-call arguments; embeddings have none."""
+    if kind == "embeddings" or not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        return 0
+    texts: list[Any] = []
+    for choice in answer["choices"]:
+        if not isinstance(choice, dict):
+            continue
+        if kind == "completions":
+            texts.append(choice.get("text"))
+        elif isinstance(message := choice.get("message"), dict):
+            texts.append(message.get("content"))
+            calls = message.get("tool_calls")
+            for call in [*(calls if isinstance(calls, list) else []), message.get("function_call")]:
+                function = call.get("function", call) if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    texts.append(function["arguments"])
+    return _text_tokens(texts)
 
 
 def _text_tokens(value: Any) -> int:

@@ -123,6 +123,29 @@ def test_a_stream_without_usage_is_billed_an_estimate(client, idp, admin_token, 
     assert (row["status"], row["usage_estimated"]) == ("success", True)
 
 
+def test_an_answer_without_usage_is_billed_an_estimate_too(client, idp, admin_token, fresh_upstream):
+    # Not a stream, but the same hole: an upstream that sends no usage must not make calls free.
+    team = f"team-no-usage-whole-{time.monotonic_ns()}"
+    answer = {"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "sixteen characters, then a few more"},
+         "finish_reason": "stop"}]}
+    fresh_upstream.push(Behavior(raw_body=json.dumps(answer).encode()))
+    request = chat_body(content="count these words please")
+    status, body, headers = client.post("/v1/chat/completions", request, token=team_token(idp, team=team))
+    assert status == 200 and body["choices"] == answer["choices"]
+    row = spend_row(client, admin_token, team, headers["X-Request-ID"])
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (usage_estimate.prompt_tokens("chat", request),
+                                                                usage_estimate.completion_tokens("chat", answer))
+    assert row["completion_tokens"] == 9 and row["spend_nanos"] > 0
+    assert (row["status"], row["usage_estimated"]) == ("success", True)
+    # An error answer is not billed by the provider: nothing estimated.
+    fresh_upstream.push(Behavior.fail(400, "bad request"))
+    status, _, headers = client.post("/v1/chat/completions", request, token=team_token(idp, team=team))
+    assert status == 400
+    row = spend_row(client, admin_token, team, headers["X-Request-ID"])
+    assert (row["prompt_tokens"], row["completion_tokens"], row["spend_nanos"], row["usage_estimated"]) == (0, 0, 0, False)
+
+
 def test_upstream_breaking_off_ends_the_stream_with_an_error_event(client, idp, fresh_upstream):
     fresh_upstream.push(Behavior(drop_after_chunks=3))
     status, body, _ = client.post("/v1/chat/completions", chat_body(stream=True), token=team_token(idp))

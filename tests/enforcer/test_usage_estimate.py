@@ -1,10 +1,10 @@
-"""enforcer.usage_estimate: the prompt tokens regate counts itself when an upstream's usage never comes."""
+"""enforcer.usage_estimate: the tokens regate counts itself when an upstream's usage never comes."""
 
 from __future__ import annotations
 
 import pytest
 
-from regate.enforcer.usage_estimate import prompt_tokens
+from regate.enforcer.usage_estimate import completion_tokens, prompt_tokens
 
 
 @pytest.mark.parametrize("kind, body, expected", [
@@ -33,3 +33,24 @@ def test_deeply_nested_prompts_are_counted_without_recursion():
     for _ in range(100_000):
         nested = [nested]
     assert prompt_tokens("completions", {"prompt": nested}) == 1
+
+
+def _chat(*messages):
+    return {"choices": [{"index": i, "message": m} for i, m in enumerate(messages)]}
+
+
+@pytest.mark.parametrize("kind, answer, expected", [
+    ("chat", _chat({"role": "assistant", "content": "abcdefgh"}), 2),
+    ("chat", _chat({"content": "abcd"}, {"content": "abcde"}), 1 + 2),  # n=2: every choice was generated
+    ("chat", _chat({"content": None, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}), 2),
+    ("chat", _chat({"content": None, "function_call": {"name": "f", "arguments": "abcd"}}), 1),
+    ("chat", _chat({"content": [{"type": "text", "text": "abcdefgh"}]}), 2),
+    ("completions", {"choices": [{"text": "abcdefghi"}]}, 3),
+    ("embeddings", {"data": [{"embedding": [0.1]}]}, 0),
+    # what is not an answer counts nothing (the prompt still does)
+    ("chat", {"choices": "no"}, 0),
+    ("chat", {"choices": [None, {"message": "text"}, {"message": {"tool_calls": [None, {"function": 7}]}}]}, 0),
+    ("chat", [], 0),
+])
+def test_completion_tokens(kind, answer, expected):
+    assert completion_tokens(kind, answer) == expected
