@@ -9,6 +9,8 @@ completion. gunicorn still runs the master (worker processes, signals, graceful 
   unambiguous framing (Content-Length and Transfer-Encoding together, two Content-Lengths, a
   transfer coding other than a final `chunked`, folded or malformed header lines, bare LF: all
   refused), token header names, no control bytes; an HTTP/1.1 request needs exactly one Host.
+  (Repeated spaces between the request line's parts read as one: RFC 9112 §3 allows that, and it
+  changes neither the target nor the framing.)
   Anything refused is answered 400 and the connection is closed; the app never sees the request;
 - limits before the app runs: the request target (`limit_request_line`, 414), the number of
   header fields (`limit_request_fields`) and one field's size (`limit_request_field_size`, 431),

@@ -116,6 +116,14 @@ def test_the_worker_freezes_what_it_loaded_before_serving(client):
     assert status == 200 and json.loads(body)["frozen"] > 10_000
 
 
+@pytest.mark.parametrize("request_line", [b"GET  /p/?q=1 HTTP/1.1", b"GET /p/?q=1   HTTP/1.1"])
+def test_repeated_spaces_in_the_request_line_read_as_one(client, request_line):
+    # llhttp's reading, which RFC 9112 §3 allows (h11 refuses these): the same method, target and
+    # version as with one space, so a proxy in front that accepts them reads the same request.
+    doc = client.send(request_line + b"\r\nHost: h\r\n\r\n").echo()
+    assert (doc["method"], doc["raw_uri"], doc["protocol"]) == ("GET", "/p/?q=1", "HTTP/1.1")
+
+
 def test_underscored_header_names_are_dropped(client):
     """`X_Litellm_Team_Id` must not reach the app as HTTP_X_LITELLM_TEAM_ID (gunicorn drops them too)."""
     doc = client.send(b"GET / HTTP/1.1\r\nHost: h\r\nX_Litellm_Team_Id: t\r\nScript_Name: /v1\r\n\r\n").echo()

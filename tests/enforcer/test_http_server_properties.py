@@ -12,11 +12,12 @@ REGATE_PROPERTY_EXAMPLES raises the example count for a longer local run.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
 import h11
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.enforcer.test_http_server import server  # noqa: F401 - the module's server fixture
@@ -172,9 +173,17 @@ def mutated(draw) -> bytes:
     return bytes(data)
 
 
+# Repeated spaces between a request line's parts: llhttp reads them as one (RFC 9112 §3 lets a
+# recipient parse on whitespace boundaries; the framing is untouched), h11 refuses them. That
+# reading is pinned by test_http_server.test_repeated_spaces_in_the_request_line_read_as_one.
+# (Looked for anywhere: a pipelined request line may follow a body on the same line.)
+_REPEATED_SPACES = re.compile(rb"[!-~] {2,}/|[!-~] /[!-~]* {2,}HTTP/")
+
+
 @PROPERTY
 @given(data=mutated(), cuts=st.lists(st.integers(0, 2000), max_size=3))
 def test_mutated_requests_are_served_only_as_h11_reads_them(server, data, cuts):  # noqa: F811
+    assume(not _REPEATED_SPACES.search(data))
     expected = h11_requests(data)
     answers = exchange(server, data, cuts)
     served = [echoed(body) for status, body in answers if status == 200]
