@@ -118,10 +118,17 @@ class _SpendContext:
             except RegateError as e:  # the leases expire by themselves; the tokens are lost
                 log.warning("rate-limit counters not released for %s: %s", self.base["request_id"], e.message)
 
+    def renew(self) -> None:
+        """Keep the request's parallel slots while its stream goes on (the limiter renews at most
+        once a minute)."""
+        if self.admission is not None:
+            self.limiter.renew(self.admission)
+
     def finish_in_background(self, call) -> None:
-        """The client left before the stream ended: the rest is read for its usage, then the spend
-        is recorded and the rate-limit counters released (stream_drains.py)."""
-        self.drains.start(call, lambda: self.record(call, "incomplete"))
+        """The client left before the stream ended: the rest is read for its usage (the upstream is
+        still busy with it: its slots are kept), then the spend is recorded and the rate-limit
+        counters released (stream_drains.py)."""
+        self.drains.start(call, lambda: self.record(call, "incomplete"), self.renew)
 
 
 def _forward(kind: str):
@@ -196,8 +203,7 @@ def _relay(call, spend: _SpendContext):
     try:
         while chunk := call.read_chunk():
             yield chunk
-            if spend.admission is not None:
-                spend.limiter.renew(spend.admission)
+            spend.renew()
         status = "success"
     except UpstreamError as e:
         status = "failure"

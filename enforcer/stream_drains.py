@@ -4,8 +4,9 @@ The upstream bills the whole call whether the client stayed or not, and the usag
 stream's last chunk. So when a client leaves, regate keeps reading the upstream, discarding,
 until the usage shows or the answer ends — for at most the model's stream wait (`stream_timeout`,
 else `timeout`) and DRAIN_MAX_BYTES — off the client's request: its connection, access-log line
-and in-flight count are done at once. Then the spend is recorded, with an estimate if the usage
-never came (proxy.py).
+and in-flight count are done at once, while its rate-limit lease is renewed as the stream goes
+on (it still counts against max_parallel_requests). Then the spend is recorded, with an
+estimate if the usage never came (proxy.py).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ class StreamDrains:
         self._running: dict[threading.Thread, UpstreamCall] = {}
         self._lock = threading.Lock()
 
-    def start(self, call: UpstreamCall, then: Callable[[], None]) -> None:
-        """Drain `call` in the background, then run `then` (which records the spend)."""
-        thread = threading.Thread(target=self._run, args=(call, then), name="regate-stream-drain", daemon=True)
+    def start(self, call: UpstreamCall, then: Callable[[], None], on_chunk: Callable[[], None] | None = None) -> None:
+        """Drain `call` in the background (running `on_chunk` after each chunk), then run `then`
+        (which records the spend)."""
+        thread = threading.Thread(target=self._run, args=(call, then, on_chunk), name="regate-stream-drain",
+                                  daemon=True)
         with self._lock:
             self._running[thread] = call
         thread.start()
@@ -45,9 +48,9 @@ class StreamDrains:
         for thread in running:
             thread.join(timeout)
 
-    def _run(self, call: UpstreamCall, then: Callable[[], None]) -> None:
+    def _run(self, call: UpstreamCall, then: Callable[[], None], on_chunk: Callable[[], None] | None) -> None:
         try:
-            call.drain(self.max_bytes)
+            call.drain(self.max_bytes, on_chunk)
             then()
         except Exception:  # a background thread has nobody to raise to
             log.exception("recording the spend of a stream its client left failed")

@@ -50,7 +50,7 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 from urllib.parse import quote, urlsplit
 
 from regate.common import env
@@ -370,15 +370,18 @@ class UpstreamCall:
             if not self._response.done:
                 self.close()
 
-    def drain(self, max_bytes: int) -> None:
+    def drain(self, max_bytes: int, on_chunk: Callable[[], None] | None = None) -> None:
         """After the client left a stream: read on, discarding, until the usage shows or the answer
-        ends, for at most `max_bytes` and one wait (each read too); then close. Never raises."""
+        ends, for at most `max_bytes` and one wait (each read too); then close. `on_chunk` runs
+        after each chunk read (e.g. to renew a rate-limit lease). Never raises."""
         self._deadline = min(self._deadline, time.monotonic() + self._wait)
         self._response.set_deadline(self._deadline)
         read = 0
         try:
             while self.usage is None and read <= max_bytes and (data := self.read_chunk()):
                 read += len(data)
+                if on_chunk is not None:
+                    on_chunk()
         except UpstreamError:
             pass
         finally:

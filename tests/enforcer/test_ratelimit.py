@@ -14,7 +14,9 @@ from redis._parsers.encoders import Encoder
 from redis.connection import PythonRespSerializer
 
 from regate.enforcer.ratelimit import (
+    LEASE_SECONDS,
     MAX_REDIS_CONNECTIONS,
+    RENEW_AFTER,
     Limit,
     LimiterUnavailable,
     RateLimited,
@@ -190,6 +192,38 @@ def test_an_admission_never_read_is_released_when_abandoned(limiter):
     refused.abandon()  # refused: nothing held, nothing raised
     with pytest.raises(RateLimited):
         limiter.admit("r4", [Limit(name, parallel=1)])  # r2 still holds its slot
+
+
+def test_a_renewed_lease_holds_its_slot_past_the_first_lease(tmp_path):
+    """A long stream (or its drain after the client left) renews its lease: its parallel slot is
+    not freed while the upstream still works on it, and is once the renewed lease is over."""
+    now = [1_000.0]
+    limiter = SqliteLimiter(tmp_path / "ratelimits.db", clock=lambda: now[0])
+    limits = [Limit(f"key:{uuid.uuid4().hex}", parallel=1)]
+    admission = limiter.admit("r1", limits)
+    now[0] += LEASE_SECONDS - 1
+    limiter.renew(admission)  # renewed less than RENEW_AFTER ago (at admission): nothing to do yet
+    admission.renewed_at -= RENEW_AFTER
+    limiter.renew(admission)
+    now[0] += 2  # the first lease is over, the renewed one is not
+    with pytest.raises(RateLimited):
+        limiter.admit("r2", limits)
+    now[0] += LEASE_SECONDS
+    limiter.admit("r3", limits)
+    limiter.close()
+
+
+def test_a_redis_renewal_moves_the_lease_on(redis_url):  # noqa: F811
+    limiter = RedisLimiter(redis_url)
+    name = f"key:{uuid.uuid4().hex}"
+    admission = limiter.admit("r1", [Limit(name, parallel=1)])
+    counters = redis.Redis.from_url(redis_url)
+    leased_until = counters.zscore(f"regate:rl:{name}:p", "r1")
+    admission.renewed_at -= RENEW_AFTER
+    limiter.renew(admission)
+    assert counters.zscore(f"regate:rl:{name}:p", "r1") > leased_until
+    counters.close()
+    limiter.close()
 
 
 def test_redis_out_of_reach_is_a_503_when_the_admission_is_read(redis_url):  # noqa: F811

@@ -334,12 +334,34 @@ def test_upstream_dropping_mid_stream_raises_502(mock):
 
 
 
+def test_a_drain_in_the_background_renews_as_it_reads_then_records(mock):
+    from regate.enforcer.stream_drains import StreamDrains
+
+    drains, renewed, recorded = StreamDrains(), [], []
+    call = openai_upstreams(mock).open("chat", stream_body(max_tokens=40), request_id="r")
+    call.read_chunk()
+    drains.start(call, lambda: recorded.append(call.usage), lambda: renewed.append(call.events))
+    deadline = time.monotonic() + 10
+    while not recorded and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recorded == [(4, 40)] and renewed and renewed[-1] == call.events
+
+
 # after the client left (issue 11, item 4) --------------------------------------------------------------------
 def test_drain_reads_on_to_the_usage(mock):
     with openai_upstreams(mock).open("chat", stream_body(max_tokens=40), request_id="r") as call:
         call.read_chunk()
         call.drain(max_bytes=1 << 20)
     assert call.usage == (4, 40) and mock.last_request.completed
+
+
+def test_drain_runs_its_callback_after_each_chunk(mock):
+    """The proxy renews the request's rate-limit lease from it while the upstream works on."""
+    seen = []
+    with openai_upstreams(mock).open("chat", stream_body(max_tokens=40), request_id="r") as call:
+        call.read_chunk()
+        call.drain(max_bytes=1 << 20, on_chunk=lambda: seen.append(call.events))
+    assert len(seen) > 1 and seen == sorted(seen) and seen[-1] == call.events
 
 
 def test_drain_stops_at_the_byte_cap(mock):
