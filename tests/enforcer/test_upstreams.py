@@ -352,7 +352,9 @@ def test_drain_reads_on_to_the_usage(mock):
     with openai_upstreams(mock).open("chat", stream_body(max_tokens=40), request_id="r") as call:
         call.read_chunk()
         call.drain(max_bytes=1 << 20)
-    assert call.usage == (4, 40) and mock.last_request.completed
+    # Read on to the usage, the stream's last data event; not to the stand-in's `[DONE]`, which
+    # races with the close (asserting the stand-in completed its answer failed once in CI).
+    assert call.usage == (4, 40)
 
 
 def test_drain_runs_its_callback_after_each_chunk(mock):
