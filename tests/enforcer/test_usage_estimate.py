@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regate.enforcer.usage_estimate import completion_tokens, prompt_tokens
+from tests.support.properties import bounded
 
 
 @pytest.mark.parametrize("kind, body, expected", [
@@ -54,3 +57,23 @@ def _chat(*messages):
 ])
 def test_completion_tokens(kind, answer, expected):
     assert completion_tokens(kind, answer) == expected
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+                     | st.fixed_dictionaries({"content": inner, "text": inner, "arguments": inner}),
+                     max_leaves=20)
+
+
+@bounded(300)
+@given(kind=st.sampled_from(["chat", "completions", "embeddings"]), choices=_JSON)
+def test_any_upstream_answer_is_counted_without_error_and_each_choice_adds_its_own(kind, choices):
+    """An upstream's answer is untrusted JSON: whatever its shape, a count (never an exception), and a
+    well-formed choice added to a list of choices adds exactly its own tokens."""
+    answer = {"choices": choices}
+    count = completion_tokens(kind, answer)
+    assert isinstance(count, int) and count >= 0
+    assert prompt_tokens(kind, {"messages": choices, "prompt": choices, "input": choices}) >= 1
+    if isinstance(choices, list) and kind != "embeddings":
+        extra = {"text": "abcdefgh"} if kind == "completions" else {"message": {"content": "abcdefgh"}}
+        assert completion_tokens(kind, {"choices": [*choices, extra]}) == count + 2
